@@ -1,0 +1,91 @@
+"""Project CLI: ``kedro run`` as usual, but configuration mistakes end in one readable line.
+
+Kedro's own failure on a bad parameter is a long traceback. Here the full trace goes to
+``logs/last-error.log`` and the terminal gets one line naming the key or file, with exit code 1.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import traceback
+from pathlib import Path
+
+import click
+from kedro.framework.cli.project import run as kedro_run
+
+from axbench_kedro.errors import AxbenchConfigError, AxbenchDataError
+
+__all__ = ["cli", "summarise_error"]
+
+_USER_ERRORS: tuple[type[BaseException], ...] = (AxbenchConfigError, AxbenchDataError)
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """Find an error meant for the user anywhere in the exception chain."""
+    from kedro.validation import ParameterValidationError
+    from pydantic import ValidationError
+
+    seen = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (*_USER_ERRORS, ParameterValidationError, ValidationError)):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def summarise_error(exc: BaseException) -> str:
+    """One line for the user: which key or file is wrong and why."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        parts = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        return f"{exc.title}: " + "; ".join(parts)
+    text = str(exc)
+    if text.startswith("Parameter validation failed"):
+        return "Parameter validation failed: " + "; ".join(_parameter_problems(text))
+    return " ".join(text.split())
+
+
+def _parameter_problems(text: str) -> list[str]:
+    """Turn Kedro's multi-line pydantic report into ``params:block.key: message`` items."""
+    problems: list[str] = []
+    for block in re.split(r"\n- ", text)[1:]:
+        lines = block.splitlines()
+        head = re.match(r"Parameter '([^']+)'", lines[0])
+        key = head.group(1) if head else "?"
+        loc = None
+        for line in lines[1:]:
+            if not line.strip() or line.strip().startswith("For further information"):
+                continue
+            if not line.startswith(" "):
+                loc = line.strip()
+            else:
+                msg = re.sub(r"\s*\[type=.*$", "", line.strip())
+                problems.append(f"params:{key}{'.' + loc if loc else ''}: {msg}")
+        if not problems or not problems[-1].startswith(f"params:{key}"):
+            problems.append(f"params:{key}: {lines[0].split(':', 1)[-1].strip()}")
+    return problems
+
+
+@click.group(name="axbench-kedro")
+def cli() -> None:
+    """Commands of the axbench-kedro project."""
+
+
+@cli.command(name="run", params=list(kedro_run.params), help=kedro_run.help)
+def run(**kwargs) -> None:  # type: ignore[no-untyped-def]
+    try:
+        kedro_run.callback(**kwargs)  # type: ignore[misc]
+    except Exception as exc:
+        user_error = _user_error(exc)
+        if user_error is None:
+            raise
+        log = Path("logs") / "last-error.log"
+        log.parent.mkdir(exist_ok=True)
+        log.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+        click.secho(f"Error: {summarise_error(user_error)}", fg="red", err=True)
+        click.echo(f"(full trace in {log})", err=True)
+        sys.exit(1)
