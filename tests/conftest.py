@@ -13,9 +13,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # makes `fixtures.*` importable from every test
 
-from fixtures.tiny_models import make_tiny_target_model  # noqa: E402
-
 from axbench_kedro.lm.types import TargetModel  # noqa: E402
+from fixtures.tiny_models import make_tiny_target_model  # noqa: E402
 
 # --- lm: tiny target models ----------------------------------------------------------------------------------------
 

@@ -1,0 +1,51 @@
+"""``params:latent_eval``: concept-detection evaluation (protocol §4, defaults §8).
+
+Example:
+    >>> p = LatentEvalParams(exclude_methods=["Prompt"])
+    >>> p.prompt_detection.max_new_tokens
+    512
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from axbench_kedro.config.common import StrictModel
+
+__all__ = ["PromptDetectionSettings", "LatentEvalParams"]
+
+
+class PromptDetectionSettings(StrictModel):
+    """PromptDetection (an LLM rates each output with the concept rubric; protocol §3.9).
+
+    Attributes:
+        template: prompt template name under ``conf/base/prompts/`` (placeholders ``{concept}``, ``{text}``).
+        temperature: sampling temperature (protocol: 1.0).
+        max_new_tokens: cap on the rating reply (protocol: 512; the embedded env lowers it for speed).
+    """
+
+    template: str = "detect_concept_rating"
+    temperature: float = Field(1.0, ge=0)
+    max_new_tokens: int = Field(512, ge=1)
+
+
+class LatentEvalParams(StrictModel):
+    """Attributes:
+    exclude_methods: trained methods left out of detection (e.g. ``[Prompt]`` to skip the LLM ratings).
+    batch_size: rows per truncated forward pass (protocol: 16).
+    max_length: token cap of the F-detect strings.
+    imbalance_factor: negatives per positive in the imbalanced set (protocol: 100).
+    keep_token_acts: also store per-token scores and tokens in ``latent_scores`` (large at paper scale).
+    roc_grid_points: points of the common FPR grid of the mean ROC plot.
+    use_cache: reuse scores whose inputs (model, layer, artefacts, data, settings) are unchanged.
+    prompt_detection: PromptDetection settings.
+    """
+
+    exclude_methods: list[str] = Field(default_factory=list)
+    batch_size: int = Field(16, ge=1)
+    max_length: int = Field(1024, ge=8)
+    imbalance_factor: int = Field(100, ge=1)
+    keep_token_acts: bool = False
+    roc_grid_points: int = Field(101, ge=2)
+    use_cache: bool = True
+    prompt_detection: PromptDetectionSettings = Field(default_factory=PromptDetectionSettings)

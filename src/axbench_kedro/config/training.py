@@ -1,0 +1,75 @@
+"""``params:training``: which methods to train and their hyperparameters (protocol §3, defaults §8).
+
+Each method's block under ``hyperparameters`` is validated by that method's own ``Params`` model, so a typo or a
+wrong type stops the run before any work, naming the method and the key.
+
+Example:
+    >>> p = TrainingParams(methods=["DiffMean", "Probe"], hyperparameters={"Probe": {"lr": 1e-3}})
+    >>> p.method_params("Probe").lr
+    0.001
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from axbench_kedro.config.common import StrictModel
+
+__all__ = ["TrainingParams", "DEFAULT_METHODS"]
+
+DEFAULT_METHODS = ["DiffMean", "PCA", "LAT", "Probe", "ReFT-r1", "SSV", "SAE", "SAE-A", "BoW", "Prompt"]
+
+
+class TrainingParams(StrictModel):
+    """Attributes:
+    methods: methods to train, in output order (registry names).
+    hyperparameters: per-method overrides of the method's defaults (``{method: {key: value}}``).
+    activation_batch_size: rows per truncated forward pass of the shared activations (protocol: 6).
+    lm_cache_batch_size: rows per forward pass when caching layer-L states for LM-objective methods.
+    max_length: token cap of training sequences.
+    sae_width: expected GemmaScope SAE width (``None`` = not checked); the hidden size is always checked.
+    lm_objective_dtype: compute dtype of the blocks after L and the LM head while training SSV / ReFT-r1
+        (``None`` = the model's; ``bfloat16`` on a CPU with AMX is several times faster than float32).
+    use_cache: reuse per-concept results whose inputs are unchanged (content-keyed store).
+    """
+
+    methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS))
+    hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    activation_batch_size: int = Field(6, ge=1)
+    lm_cache_batch_size: int = Field(6, ge=1)
+    max_length: int = Field(1024, ge=8)
+    sae_width: int | None = Field(None, ge=1)
+    lm_objective_dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    use_cache: bool = True
+
+    @field_validator("methods")
+    @classmethod
+    def _known_unique(cls, names: list[str]) -> list[str]:
+        from axbench_kedro.methods.registry import get_method
+
+        seen: set[str] = set()
+        for name in names:
+            get_method(name)  # AxbenchConfigError listing the known names
+            if name in seen:
+                raise ValueError(f"method {name!r} is listed twice")
+            seen.add(name)
+        return names
+
+    @model_validator(mode="after")
+    def _valid_hyperparameters(self) -> TrainingParams:
+        from axbench_kedro.methods.registry import get_method
+
+        for name, block in self.hyperparameters.items():
+            try:
+                get_method(name).params(block)
+            except Exception as exc:  # pydantic ValidationError or unknown method
+                raise ValueError(f"hyperparameters.{name}: {exc}") from exc
+        return self
+
+    def method_params(self, name: str) -> StrictModel:
+        """The validated hyperparameters of ``name`` (defaults + overrides)."""
+        from axbench_kedro.methods.registry import get_method
+
+        return get_method(name).params(self.hyperparameters.get(name))

@@ -1,0 +1,293 @@
+"""Concept lists (protocol §2.1) and the ``concepts_meta`` table (§1.1).
+
+Three input shapes are read: a Neuronpedia explanations export (JSON list; the first description of each
+feature index wins), a CSV with columns ``concept,url`` (a header row is optional) and a TXT file with one
+concept per line. Selection shuffles the list with ``random.Random(seed)`` and keeps the first
+``max_concepts`` (so Concept500 is a prefix of Concept16K).
+
+Example:
+    >>> entries = parse_concept_txt("cats\\n\\ndogs\\n")
+    >>> [(e.concept, e.ref, e.sae_id) for e in entries]
+    [('cats', 'null', -1), ('dogs', 'null', -1)]
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from axbench_kedro.errors import AxbenchDataError
+
+__all__ = [
+    "NEURONPEDIA_URL",
+    "ConceptEntry",
+    "sae_id_from_ref",
+    "parse_neuronpedia",
+    "parse_concept_csv",
+    "parse_concept_txt",
+    "concept_entries",
+    "read_concept_source",
+    "read_concept_file",
+    "select_concepts",
+    "concepts_frame",
+    "concepts_meta_from_rows",
+    "metadata_jsonl_lines",
+    "concepts_meta_from_jsonl",
+    "CONCEPTS_META_COLUMNS",
+]
+
+NEURONPEDIA_URL = "https://www.neuronpedia.org"
+CONCEPTS_META_COLUMNS = ["concept_id", "concept", "ref", "sae_id", "concept_genres"]
+
+
+@dataclass(frozen=True)
+class ConceptEntry:
+    """One concept of the input list.
+
+    Attributes:
+        concept: the description, stripped.
+        ref: Neuronpedia feature link, or ``"null"``.
+        sae_id: the feature index (last path component of ``ref``), −1 if none.
+    """
+
+    concept: str
+    ref: str = "null"
+    sae_id: int = -1
+
+
+def sae_id_from_ref(ref: str | None) -> int:
+    """The last path component of a feature link as an int; −1 for ``"null"``, empty or non-numeric."""
+    if not ref or str(ref).strip().lower() in {"null", "none", "nan"}:
+        return -1
+    tail = str(ref).strip().rstrip("/").rsplit("/", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def _entry(concept: Any, ref: Any, source: str, where: str) -> ConceptEntry:
+    text = "" if concept is None else str(concept).strip()
+    if not text:
+        raise AxbenchDataError(f"{source}: column 'concept': empty concept at {where}")
+    link = "null" if ref is None or str(ref).strip() in {"", "nan"} else str(ref).strip()
+    return ConceptEntry(concept=text, ref=link, sae_id=sae_id_from_ref(link))
+
+
+def parse_neuronpedia(
+    records: Sequence[dict[str, Any]],
+    source: str = "neuronpedia export",
+    expected_source: str | None = None,
+) -> list[ConceptEntry]:
+    """Concepts of a Neuronpedia explanations export, first description per feature index, file order.
+
+    Args:
+        records: the decoded JSON list (objects with ``modelId``, ``layer``, ``index``, ``description``).
+        source: file name used in error messages.
+        expected_source: ``"{modelId}/{layer}"`` every record must match, if given.
+
+    Raises:
+        AxbenchDataError: not a list of objects, a missing key, or a record from another source.
+    """
+    if not isinstance(records, list):
+        raise AxbenchDataError(
+            f"{source}: a Neuronpedia export must be a JSON list, got {type(records).__name__}"
+        )
+    seen: set[str] = set()
+    entries: list[ConceptEntry] = []
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise AxbenchDataError(f"{source}: record {i} is not an object")
+        for key in ("modelId", "layer", "index", "description"):
+            if key not in record:
+                raise AxbenchDataError(f"{source}: column '{key}': missing in record {i}")
+        path = f"{record['modelId']}/{record['layer']}"
+        if expected_source is not None and path != expected_source:
+            raise AxbenchDataError(
+                f"{source}: column 'layer': record {i} comes from {path}, expected {expected_source} "
+                "(datagen.concept_source)"
+            )
+        index = str(record["index"]).strip()
+        if index in seen:
+            continue  # several explanations of one feature: the first one wins
+        seen.add(index)
+        entries.append(
+            _entry(record["description"], f"{NEURONPEDIA_URL}/{path}/{index}", source, f"record {i}")
+        )
+    return entries
+
+
+def parse_concept_csv(
+    rows: pd.DataFrame | Iterable[Sequence[str]] | str, source: str = "concept csv"
+) -> list[ConceptEntry]:
+    """Concepts of a ``concept,url`` table (a DataFrame, raw CSV text or parsed rows; header optional)."""
+    if isinstance(rows, pd.DataFrame):
+        lowered = {str(c).strip().lower(): c for c in rows.columns}
+        if "concept" not in lowered:
+            raise AxbenchDataError(f"{source}: column 'concept': missing (columns: {list(rows.columns)})")
+        refs = rows[lowered["url"]] if "url" in lowered else [None] * len(rows)
+        return [
+            _entry(c, r, source, f"row {i}")
+            for i, (c, r) in enumerate(zip(rows[lowered["concept"]], refs, strict=True))
+        ]
+    if isinstance(rows, str):
+        rows = list(csv.reader(io.StringIO(rows)))
+    parsed = [list(r) for r in rows if r and any(cell.strip() for cell in r)]
+    if parsed and [c.strip().lower() for c in parsed[0][:2]] in (["concept", "url"], ["concept"]):
+        parsed = parsed[1:]
+    return [_entry(r[0], r[1] if len(r) > 1 else None, source, f"row {i}") for i, r in enumerate(parsed)]
+
+
+def parse_concept_txt(text: str, source: str = "concept txt") -> list[ConceptEntry]:
+    """One concept per non-empty line, ref ``"null"``."""
+    return [ConceptEntry(line.strip()) for line in text.splitlines() if line.strip()]
+
+
+def concept_entries(
+    raw: Any, source: str = "concept_list", expected_source: str | None = None
+) -> list[ConceptEntry]:
+    """Concepts from whatever the ``concept_list`` dataset loaded.
+
+    A list is a Neuronpedia export, a DataFrame a ``concept,url`` table, a string a TXT file; a list of
+    :class:`ConceptEntry` passes through.
+    """
+    if isinstance(raw, list) and all(isinstance(x, ConceptEntry) for x in raw):
+        return list(raw)
+    if isinstance(raw, list):
+        return parse_neuronpedia(raw, source, expected_source)
+    if isinstance(raw, pd.DataFrame):
+        return parse_concept_csv(raw, source)
+    if isinstance(raw, str):
+        return parse_concept_txt(raw, source)
+    raise AxbenchDataError(f"{source}: cannot read a concept list from {type(raw).__name__}")
+
+
+def read_concept_source(path: str | Path) -> list[dict[str, Any]] | list[ConceptEntry]:
+    """Read a concept list file by extension, undigested for JSON.
+
+    ``.json`` gives the decoded Neuronpedia list (the first-description rule and the source check are applied
+    by :func:`concept_entries`); ``.csv`` (``concept,url``, header optional) and ``.txt`` give entries.
+
+    Raises:
+        AxbenchDataError: missing file, invalid JSON or an unsupported extension.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AxbenchDataError(f"{path}: concept list not found (catalog entry concept_list)")
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8")
+    if suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise AxbenchDataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    if suffix == ".csv":
+        return parse_concept_csv(text, str(path))
+    if suffix == ".txt":
+        return parse_concept_txt(text, str(path))
+    raise AxbenchDataError(f"{path}: unsupported concept list type {suffix!r} (use .json, .csv or .txt)")
+
+
+def read_concept_file(path: str | Path, expected_source: str | None = None) -> list[ConceptEntry]:
+    """Concept entries of a ``.json`` (Neuronpedia), ``.csv`` (concept,url) or ``.txt`` file."""
+    return concept_entries(read_concept_source(path), str(path), expected_source)
+
+
+def select_concepts(
+    entries: Sequence[ConceptEntry], max_concepts: int | None, seed: int = 42
+) -> list[ConceptEntry]:
+    """The concepts used: all in file order, or the first ``max_concepts`` of a ``Random(seed)`` shuffle."""
+    chosen = list(entries)
+    if max_concepts is None:
+        return chosen
+    random.Random(seed).shuffle(chosen)
+    return chosen[:max_concepts]
+
+
+def concepts_frame(
+    entries: Sequence[ConceptEntry], genres: Sequence[Sequence[str]] | None = None
+) -> pd.DataFrame:
+    """``concepts_meta`` rows with dense ids 0..n−1 in selection order."""
+    genres = [[] for _ in entries] if genres is None else genres
+    return pd.DataFrame(
+        {
+            "concept_id": pd.Series(range(len(entries)), dtype="int64"),
+            "concept": pd.Series([e.concept for e in entries], dtype=object),
+            "ref": pd.Series([e.ref for e in entries], dtype=object),
+            "sae_id": pd.Series([e.sae_id for e in entries], dtype="int64"),
+            "concept_genres": pd.Series([list(g) for g in genres], dtype=object),
+        }
+    )
+
+
+def concepts_meta_from_rows(
+    train_data: pd.DataFrame | None, latent_eval_data: pd.DataFrame | None
+) -> pd.DataFrame:
+    """Derive ``concepts_meta`` from released parquet files (§1.1).
+
+    Concept text and genre come from the positive rows of ``train_data`` (else of ``latent_eval_data``);
+    ``ref``/``sae_id`` from ``latent_eval_data.sae_link/sae_id`` when present.
+    """
+    source = train_data if train_data is not None else latent_eval_data
+    if source is None:
+        raise AxbenchDataError("concepts_meta: neither train_data nor latent_eval_data was given")
+    pos = source[(source["category"] == "positive") & (source["concept_id"] >= 0)]
+    first = pos.drop_duplicates("concept_id").sort_values("concept_id")
+    refs: dict[int, tuple[str, int]] = {}
+    if latent_eval_data is not None and {"sae_link", "sae_id"} <= set(latent_eval_data.columns):
+        lat = latent_eval_data[latent_eval_data["concept_id"] >= 0].drop_duplicates("concept_id")
+        for cid, link, sid in zip(lat["concept_id"], lat["sae_link"], lat["sae_id"], strict=True):
+            link = "null" if link is None or str(link) in {"", "nan", "None"} else str(link)
+            refs[int(cid)] = (link, int(sid) if pd.notna(sid) else sae_id_from_ref(link))
+    rows = []
+    for cid, concept, genre in zip(
+        first["concept_id"], first["output_concept"], first["concept_genre"], strict=True
+    ):
+        link, sid = refs.get(int(cid), ("null", -1))
+        rows.append((int(cid), str(concept).strip(), link, sid, [str(genre)]))
+    frame = pd.DataFrame(rows, columns=CONCEPTS_META_COLUMNS)
+    return frame.astype({"concept_id": "int64", "sae_id": "int64"})
+
+
+def metadata_jsonl_lines(meta: pd.DataFrame) -> list[str]:
+    """Upstream ``metadata.jsonl`` lines of a ``concepts_meta`` frame."""
+    return [
+        json.dumps(
+            {
+                "concept_id": int(row.concept_id),
+                "concept": row.concept,
+                "ref": row.ref,
+                "concept_genres_map": {row.concept: list(row.concept_genres)},
+            }
+        )
+        for row in meta.itertuples(index=False)
+    ]
+
+
+def concepts_meta_from_jsonl(lines: Iterable[str], source: str = "metadata.jsonl") -> pd.DataFrame:
+    """``concepts_meta`` from upstream ``metadata.jsonl`` lines."""
+    rows = []
+    for i, line in enumerate(x for x in lines if x.strip()):
+        try:
+            obj = json.loads(line)
+            concept = str(obj["concept"]).strip()
+            genres = obj.get("concept_genres_map", {}).get(obj["concept"], ["text"])
+            rows.append(
+                (
+                    int(obj["concept_id"]),
+                    concept,
+                    str(obj.get("ref", "null")),
+                    sae_id_from_ref(obj.get("ref")),
+                    list(genres),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AxbenchDataError(f"{source}: line {i + 1}: {exc}") from exc
+    return pd.DataFrame(rows, columns=CONCEPTS_META_COLUMNS).astype(
+        {"concept_id": "int64", "sae_id": "int64"}
+    )

@@ -1,0 +1,194 @@
+"""Cost ledger: calls, cache hits, tokens and USD cost, input and output tokens priced separately.
+
+Prices are USD per one million tokens, read from ``conf/base/llm_prices.yml``::
+
+    models:
+      gpt-4o-mini: {input: 0.15, output: 0.60}
+
+Example:
+    >>> prices = PriceTable({"gpt-4o-mini": Price(0.15, 0.60)})
+    >>> ledger = CostLedger("gpt-4o-mini", prices.lookup("gpt-4o-mini"))
+    >>> ledger.record_call(1000, 200)
+    >>> round(ledger.totals().cost_usd, 8)
+    0.00027
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from axbench_kedro.errors import AxbenchConfigError
+
+__all__ = ["Price", "PriceTable", "LedgerTotals", "CostLedger", "load_price_table", "USAGE_COLUMNS"]
+
+log = logging.getLogger(__name__)
+
+USAGE_COLUMNS = ["stage", "model", "calls", "cache_hits", "input_tokens", "output_tokens", "cost_usd"]
+_DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per one million input / output tokens."""
+
+    input_per_m: float
+    output_per_m: float
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_m + output_tokens * self.output_per_m) / 1_000_000
+
+
+FREE = Price(0.0, 0.0)
+
+
+class PriceTable:
+    """Model id → :class:`Price`; a dated snapshot id falls back to its undated alias."""
+
+    def __init__(self, prices: dict[str, Price] | None = None) -> None:
+        self.prices = dict(prices or {})
+
+    def lookup(self, model: str) -> Price | None:
+        """The price of ``model`` (exact id, then without a ``-YYYY-MM-DD`` suffix), else ``None``."""
+        if model in self.prices:
+            return self.prices[model]
+        return self.prices.get(_DATE_SUFFIX.sub("", model))
+
+
+def load_price_table(path: str | Path) -> PriceTable:
+    """Read a price table YAML (``models: {id: {input: usd_per_m, output: usd_per_m}}``).
+
+    Raises:
+        AxbenchConfigError: missing file or an entry without numeric ``input`` / ``output``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AxbenchConfigError(
+            f"LLM price table not found: {path} (set `prices_path` of the LLM client dataset)"
+        )
+    try:
+        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise AxbenchConfigError(f"LLM price table {path} is not valid YAML: {exc}") from exc
+    models = raw.get("models") if isinstance(raw, dict) else None
+    if not isinstance(models, dict):
+        raise AxbenchConfigError(f"LLM price table {path} needs a top-level `models:` mapping")
+    prices: dict[str, Price] = {}
+    for model, entry in models.items():
+        try:
+            prices[str(model)] = Price(float(entry["input"]), float(entry["output"]))
+        except (TypeError, KeyError, ValueError) as exc:
+            raise AxbenchConfigError(
+                f"LLM price table {path}: models.{model} needs numeric `input` and `output` (USD per 1M tokens)"
+            ) from exc
+        if prices[str(model)].input_per_m < 0 or prices[str(model)].output_per_m < 0:
+            raise AxbenchConfigError(f"LLM price table {path}: models.{model} has a negative price")
+    return PriceTable(prices)
+
+
+@dataclass(frozen=True)
+class LedgerTotals:
+    """A snapshot of the ledger (differences of two snapshots are a stage's usage)."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    retries: int = 0
+    failures: int = 0
+
+    def __sub__(self, other: LedgerTotals) -> LedgerTotals:
+        return LedgerTotals(
+            calls=self.calls - other.calls,
+            cache_hits=self.cache_hits - other.cache_hits,
+            input_tokens=self.input_tokens - other.input_tokens,
+            output_tokens=self.output_tokens - other.output_tokens,
+            cost_usd=self.cost_usd - other.cost_usd,
+            retries=self.retries - other.retries,
+            failures=self.failures - other.failures,
+        )
+
+
+class CostLedger:
+    """Thread-safe running totals for one client (one model).
+
+    Args:
+        model: model id (recorded in the usage frame).
+        price: its price; ``None`` = unknown (counted as 0 USD, with one warning).
+    """
+
+    def __init__(self, model: str, price: Price | None) -> None:
+        self.model = model
+        self.priced = price is not None
+        self.price = price if price is not None else FREE
+        self._totals = LedgerTotals()
+        self._lock = threading.Lock()
+        self._warned = False
+
+    def record_call(self, input_tokens: int, output_tokens: int) -> None:
+        """A completed (billed) call."""
+        if not self.priced and not self._warned:
+            self._warned = True
+            log.warning(
+                "no price for LLM model %r in the price table: its cost is counted as 0 USD", self.model
+            )
+        cost = self.price.cost(input_tokens, output_tokens)
+        with self._lock:
+            t = self._totals
+            self._totals = replace(
+                t,
+                calls=t.calls + 1,
+                input_tokens=t.input_tokens + input_tokens,
+                output_tokens=t.output_tokens + output_tokens,
+                cost_usd=t.cost_usd + cost,
+            )
+
+    def record_hits(self, n: int = 1) -> None:
+        """Replies served from the cache (cost 0)."""
+        with self._lock:
+            self._totals = replace(self._totals, cache_hits=self._totals.cache_hits + n)
+
+    def record_retry(self) -> None:
+        with self._lock:
+            self._totals = replace(self._totals, retries=self._totals.retries + 1)
+
+    def record_failure(self) -> None:
+        with self._lock:
+            self._totals = replace(self._totals, failures=self._totals.failures + 1)
+
+    def totals(self) -> LedgerTotals:
+        """The running totals (an immutable snapshot)."""
+        with self._lock:
+            return self._totals
+
+    def usage_frame(self, stage: str, since: LedgerTotals | None = None) -> pd.DataFrame:
+        """One row: ``stage, model, calls, cache_hits, input_tokens, output_tokens, cost_usd``.
+
+        Args:
+            stage: label of the pipeline stage.
+            since: an earlier :meth:`totals` snapshot; the row then holds only what happened after it.
+        """
+        t = self.totals()
+        if since is not None:
+            t = t - since
+        row = {
+            "stage": stage,
+            "model": self.model,
+            "calls": t.calls,
+            "cache_hits": t.cache_hits,
+            "input_tokens": t.input_tokens,
+            "output_tokens": t.output_tokens,
+            "cost_usd": float(t.cost_usd),
+        }
+        frame = pd.DataFrame([row], columns=USAGE_COLUMNS)
+        return frame.astype(
+            {"calls": "int64", "cache_hits": "int64", "input_tokens": "int64", "output_tokens": "int64"}
+        )

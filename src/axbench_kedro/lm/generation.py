@@ -1,0 +1,209 @@
+"""Batched generation with the target model: greedy and seeded sampling (left padding, stop at EOS/turn end).
+
+Sampling is seeded per row: row ``i`` of the input draws from its own ``torch.Generator`` seeded with
+``(seed, key_i)`` where ``key_i`` is ``row_keys[i]`` (default: ``i``), so a row's tokens do not depend on which
+other rows share its batch or on the batch size (up to the float noise that padding introduces), and no global
+random state is touched. Stable keys (e.g. a generation id) make a row reproducible even when it is generated in a
+different list, e.g. when an interrupted run resumes with the remaining rows only. The draw itself is the
+Gumbel-max trick over the temperature / top-k / top-p filtered logits, which samples exactly the same
+distribution as ``transformers``' multinomial sampling.
+
+Example:
+    >>> gens = sample_generate(tm, [format_prompt(tm.tokenizer, "Hi")], max_new_tokens=32, batch_size=8, seed=0)
+    >>> gens[0].text, gens[0].n_new_tokens
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from axbench_kedro.lm.activations import encode
+from axbench_kedro.lm.chat import stop_token_ids
+from axbench_kedro.lm.types import Generation, TargetModel
+
+__all__ = ["SeededSampler", "row_seed", "generate_greedy", "sample_generate", "run_generation"]
+
+# A batch context: given the input-order row indices of the batch, returns a context manager inside which
+# `generate(**kwargs)` is called; the manager yields the callable that generates (plain or intervened).
+BatchRunner = Callable[[list[int]], AbstractContextManager[Callable[..., torch.Tensor]]]
+
+
+def row_seed(seed: int, row: int) -> int:
+    """The generator seed of input row ``row`` under run seed ``seed`` (well mixed, 63 bits)."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(row) & 0xFFFFFFFF]).generate_state(
+        2, np.uint32
+    )
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+class SeededSampler(LogitsProcessor):
+    """Samples the next token of every row with that row's generator; returns one-hot scores for greedy pick.
+
+    Applies temperature, then top-k (``0`` = off), then top-p (``1.0`` = off, at least one token kept), then draws
+    ``argmax(logit + Gumbel noise)`` among the kept tokens.
+    """
+
+    def __init__(
+        self, generators: list[torch.Generator], temperature: float, top_k: int, top_p: float
+    ) -> None:
+        if temperature <= 0:
+            raise ValueError("SeededSampler needs temperature > 0 (use greedy decoding for 0)")
+        self.generators = generators
+        self.temperature = float(temperature)
+        self.top_k = int(top_k or 0)
+        self.top_p = float(top_p)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        logits = scores.float() / self.temperature
+        vocab = logits.shape[-1]
+        if 0 < self.top_k < vocab:
+            values, index = torch.topk(logits, self.top_k, dim=-1)  # sorted, descending
+        elif self.top_p < 1.0:
+            values, index = torch.sort(logits, dim=-1, descending=True)
+        else:
+            values, index = logits, None
+        if self.top_p < 1.0:
+            probs = torch.softmax(values, dim=-1)
+            before = torch.cumsum(probs, dim=-1) - probs  # mass of strictly better tokens
+            drop = before >= self.top_p
+            drop[..., 0] = False
+            values = values.masked_fill(drop, float("-inf"))
+        noise = torch.stack(
+            [torch.rand(values.shape[-1], generator=g, dtype=torch.float32) for g in self.generators]
+        ).to(values.device)
+        gumbel = -torch.log(-torch.log(noise.clamp_(min=1e-20, max=1.0 - 1e-7)))
+        pick = torch.argmax(values + gumbel, dim=-1, keepdim=True)
+        token = pick if index is None else index.gather(-1, pick)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, token, 0.0)
+
+
+def _plain_runner(tm: TargetModel) -> BatchRunner:
+    def runner(_rows: list[int]) -> AbstractContextManager[Callable[..., torch.Tensor]]:
+        return nullcontext(tm.model.generate)
+
+    return runner
+
+
+def run_generation(
+    tm: TargetModel,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int = 50,
+    top_p: float = 1.0,
+    runner: BatchRunner | None = None,
+    desc: str | None = None,
+    row_keys: Sequence[int] | None = None,
+) -> list[Generation]:
+    """Shared generation loop: length-sorted batches, left padding, returns results in input order.
+
+    ``temperature <= 0`` decodes greedily (``seed`` unused). ``row_keys`` key the rows' random streams. ``runner`` supplies the generate callable per batch
+    (the steering module passes a pyvene-intervened one).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    prompts = list(prompts)
+    keys = list(range(len(prompts))) if row_keys is None else [int(k) for k in row_keys]
+    if len(keys) != len(prompts):
+        raise ValueError(f"row_keys must have {len(prompts)} entries, got {len(keys)}")
+    runner = runner or _plain_runner(tm)
+    tok = tm.tokenizer
+    stops = stop_token_ids(tok)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=stops or None,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        use_cache=True,
+    )
+    lengths = [len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    results: list[Generation | None] = [None] * len(prompts)
+    new_tokens = 0
+    start = time.perf_counter()
+    with tqdm(total=len(prompts), desc=desc or "generate", unit="row", disable=not prompts) as bar:
+        for first in range(0, len(order), batch_size):
+            rows = order[first : first + batch_size]
+            enc = encode(tm, [prompts[i] for i in rows], padding_side="left", max_length=None)
+            processors = LogitsProcessorList()
+            if temperature > 0:
+                gens = [torch.Generator(device="cpu").manual_seed(row_seed(seed, keys[i])) for i in rows]
+                processors.append(SeededSampler(gens, temperature, top_k, top_p))
+            with runner(rows) as generate, torch.no_grad():
+                out = generate(
+                    input_ids=enc["input_ids"],
+                    attention_mask=enc["attention_mask"],
+                    generation_config=config,
+                    logits_processor=processors,
+                )
+            for row, ids in zip(rows, out[:, enc["input_ids"].shape[1] :].tolist(), strict=True):
+                results[row] = _finish(tok, ids, stops)
+                new_tokens += results[row].n_new_tokens
+            bar.update(len(rows))
+            bar.set_postfix(tok_s=f"{new_tokens / max(time.perf_counter() - start, 1e-9):.1f}")
+    return [r for r in results if r is not None]
+
+
+def _finish(tokenizer: object, ids: list[int], stops: list[int]) -> Generation:
+    """Cut at the first stop token (counted as generated) and decode without special tokens."""
+    n = len(ids)
+    for pos, token in enumerate(ids):
+        if token in stops:
+            n = pos + 1
+            break
+    text = tokenizer.decode(ids[:n], skip_special_tokens=True)  # type: ignore[attr-defined]
+    return Generation(text=text, n_new_tokens=n)
+
+
+def generate_greedy(
+    tm: TargetModel, prompts: list[str], max_new_tokens: int, batch_size: int
+) -> list[Generation]:
+    """Greedy continuations of already formatted prompts (left padding), in input order."""
+    return run_generation(
+        tm, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=0.0, desc="greedy"
+    )
+
+
+def sample_generate(
+    tm: TargetModel,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int,
+    temperature: float = 1.0,
+    top_k: int = 50,
+    top_p: float = 1.0,
+    desc: str | None = None,
+    row_keys: Sequence[int] | None = None,
+) -> list[Generation]:
+    """Seeded sampling without intervention; same tokens as ``steered_generate`` with zero strengths.
+
+    ``row_keys`` (default: the row positions) key each row's random stream, see the module docstring.
+    """
+    return run_generation(
+        tm,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        desc=desc or "sample",
+        row_keys=row_keys,
+    )

@@ -1,0 +1,315 @@
+"""The method interface every AxBench method implements, and the value objects it exchanges.
+
+A method is a stateless object registered by name (see :mod:`axbench_kedro.methods.registry`). The training
+pipeline asks it for one concept's parameters at a time (:meth:`Method.train_concept`), stacks the rows into a
+:class:`MethodArtifact` (row ``i`` = ``artifact.concept_ids[i]``), and the later pipelines read that artifact back
+through the method:
+
+* detection (``latent_eval``) — by :attr:`Method.detection_kind`:
+  ``"activation"``: :meth:`Method.detection_encoder` gives a per-token score ``act(h·W[row] + b[row])`` at layer L
+  (all such methods are scored together in one truncated forward pass); ``"text"``:
+  :meth:`Method.score_texts` (BoW); ``"llm"``: the node asks an LLM client (PromptDetection); ``"none"``: no
+  detection score.
+* steering (``steering_eval``, helper D): :attr:`Method.steers`, :attr:`Method.factor_free`,
+  :attr:`Method.magnitude_source` and :meth:`Method.steering_vectors` (``[n_concepts, d]``, the vector ``w`` of
+  ``h + m·f·w``).
+
+Example:
+    >>> from axbench_kedro.methods import get_method
+    >>> m = get_method("DiffMean")
+    >>> m.steers, m.factor_free, m.magnitude_source, m.detection_kind
+    (True, False, 'latent_eval', 'activation')
+    >>> vectors = m.steering_vectors(artifact)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+import torch
+
+from axbench_kedro.config.common import StrictModel
+
+if TYPE_CHECKING:  # pragma: no cover
+    from axbench_kedro.methods.activations import ConceptActivations, LMObjectiveRows
+    from axbench_kedro.methods.sae import SAEParams
+
+__all__ = [
+    "DetectionKind",
+    "MagnitudeSource",
+    "Requirement",
+    "NoParams",
+    "ConceptData",
+    "ConceptInputs",
+    "DetectionEncoder",
+    "MethodArtifact",
+    "Method",
+    "apply_activation",
+]
+
+DetectionKind = Literal["activation", "text", "llm", "none"]
+MagnitudeSource = Literal["latent_eval", "unit", "sae_table"]
+# What a method needs from the trainer for one concept:
+#   "activations"  — layer-L activations of the concept's F-binary rows (shared by every no-gradient method)
+#   "lm_objective" — cached layer-L states of F-prompt + output rows, to train through the LM loss
+#   "sae"          — a GemmaScope SAE (``params.npz``)
+#   "texts"        — nothing but the raw rows (the ConceptData is always given)
+Requirement = Literal["activations", "lm_objective", "sae", "texts"]
+
+
+class NoParams(StrictModel):
+    """Hyperparameters of a method that has none."""
+
+
+@dataclass(frozen=True)
+class ConceptData:
+    """One concept's training rows (protocol §2.4: its positives and its genre's pool negatives).
+
+    Attributes:
+        concept_id: dense concept id.
+        concept: the concept description.
+        genre: the genre whose pool negatives are used.
+        sae_id: the concept's SAE feature index (−1 if none).
+        pos_inputs, pos_outputs: raw instruction/response pairs of the positives.
+        neg_inputs, neg_outputs: raw pairs of the same-genre pool negatives.
+    """
+
+    concept_id: int
+    concept: str
+    genre: str
+    sae_id: int
+    pos_inputs: tuple[str, ...]
+    pos_outputs: tuple[str, ...]
+    neg_inputs: tuple[str, ...]
+    neg_outputs: tuple[str, ...]
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Positives then negatives."""
+        return self.pos_inputs + self.neg_inputs
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Positives then negatives."""
+        return self.pos_outputs + self.neg_outputs
+
+    @property
+    def labels(self) -> np.ndarray:
+        """1 for positives, 0 for negatives (same order as :attr:`inputs`)."""
+        return np.r_[np.ones(len(self.pos_inputs)), np.zeros(len(self.neg_inputs))].astype(np.int64)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of everything that determines training on this concept."""
+        h = hashlib.sha256()
+        for part in (str(self.concept_id), self.concept, self.genre, str(self.sae_id)):
+            h.update(part.encode("utf-8") + b"\x00")
+        for rows in (self.pos_inputs, self.pos_outputs, self.neg_inputs, self.neg_outputs):
+            h.update(str(len(rows)).encode() + b"\x01")
+            for text in rows:
+                h.update(text.encode("utf-8") + b"\x00")
+        return h.hexdigest()
+
+
+@dataclass
+class ConceptInputs:
+    """What the trainer hands :meth:`Method.train_concept` for one concept.
+
+    Only the resources named in :attr:`Method.requires` are filled in.
+
+    Attributes:
+        data: the concept's rows.
+        seed: the per-concept, per-method seed (derived from the run seed).
+        device: torch device of the target model.
+        activations: shared layer-L activations of the F-binary rows ("activations").
+        lm_rows: cached layer-L states for LM-objective training ("lm_objective").
+        lm_tail: callable runtime of the blocks after L and the LM head ("lm_objective").
+        sae: the full SAE ("sae").
+        binary_texts: F-binary strings of ``data.inputs``/``data.outputs`` ("texts").
+    """
+
+    data: ConceptData
+    seed: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    binary_texts: tuple[str, ...] | None = None
+    activations: ConceptActivations | None = None
+    lm_rows: LMObjectiveRows | None = None
+    lm_tail: Any = None
+    sae: SAEParams | None = None
+
+
+@dataclass(frozen=True)
+class DetectionEncoder:
+    """Per-token detection score of an ``activation`` method: ``act(h @ weight.T + bias)``.
+
+    Attributes:
+        weight: ``[n_concepts, d]`` (row = concept, in the artifact's order).
+        bias: ``[n_concepts]`` (zeros for methods whose detection ignores the bias).
+        activation: ``linear`` (h·w), ``relu`` (ReLU(h·w)) or ``jumprelu`` (GemmaScope JumpReLU with ``threshold``).
+        threshold: ``[n_concepts]`` JumpReLU thresholds (``jumprelu`` only).
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    activation: Literal["linear", "relu", "jumprelu"] = "linear"
+    threshold: torch.Tensor | None = None
+
+    def apply(self, pre: torch.Tensor) -> torch.Tensor:
+        """Turn pre-activations ``[..., n]`` (= h·W + b) into scores."""
+        return apply_activation(pre, self.activation, self.threshold)
+
+
+def apply_activation(
+    pre: torch.Tensor, activation: str, threshold: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``linear`` → pre; ``relu`` → ReLU(pre); ``jumprelu`` → 1[pre > θ]·ReLU(pre) (protocol §3.7)."""
+    if activation == "linear":
+        return pre
+    if activation == "relu":
+        return torch.relu(pre)
+    if activation == "jumprelu":
+        if threshold is None:
+            raise ValueError("jumprelu needs a threshold")
+        return (pre > threshold).to(pre.dtype) * torch.relu(pre)
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+@dataclass
+class MethodArtifact:
+    """A trained method for every concept: named tensors plus metadata (protocol §1.6).
+
+    ``meta`` always holds ``method``, ``status`` (``ok`` | ``skipped``), ``skip_reason``, ``setting``, ``layer``,
+    ``d``, ``seed``, ``model``, ``hyperparameters`` and ``concept_ids`` (the row order of every per-concept
+    tensor); methods add their own keys (e.g. ``sae_ids``, ``vocabulary``).
+    """
+
+    method: str
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return str(self.meta.get("status", "ok"))
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def skip_reason(self) -> str | None:
+        return self.meta.get("skip_reason")
+
+    @property
+    def concept_ids(self) -> list[int]:
+        return [int(c) for c in self.meta.get("concept_ids", [])]
+
+    def rows_of(self, concept_ids: Sequence[int]) -> torch.Tensor:
+        """Row index of each concept id (``AxbenchDataError`` if one is missing)."""
+        from axbench_kedro.errors import AxbenchDataError
+
+        index = {c: i for i, c in enumerate(self.concept_ids)}
+        missing = sorted({int(c) for c in concept_ids} - index.keys())
+        if missing:
+            raise AxbenchDataError(
+                f"method_artifacts[{self.method}]: no row for concept_id(s) {missing[:10]}"
+            )
+        return torch.tensor([index[int(c)] for c in concept_ids], dtype=torch.long)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the tensors and metadata (used as a cache key by later pipelines)."""
+        h = hashlib.sha256()
+        h.update(repr(sorted((k, repr(v)) for k, v in self.meta.items() if k != "fingerprint")).encode())
+        for name in sorted(self.tensors):
+            t = self.tensors[name].detach().cpu().contiguous()
+            h.update(name.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return h.hexdigest()
+
+
+class Method(ABC):
+    """One AxBench method (stateless; hyperparameters come in as a validated :attr:`Params` instance).
+
+    Class attributes (capabilities read by the pipelines — never branch on the name):
+        name: registry name, also the ``method`` value in every output table.
+        Params: pydantic model of the hyperparameters (``params:training.hyperparameters.<name>``).
+        requires: trainer resources needed per concept (see :data:`Requirement`).
+        detects: has a detection score (scored by ``latent_eval``).
+        detection_kind: how it is scored (see the module docstring).
+        steers: usable by ``steering_eval``.
+        factor_free: steering has no strength knob (one generation per instruction).
+        magnitude_source: where the steering magnitude m comes from: ``latent_eval`` (max of ``max_act`` over the
+            concept's latent-eval rows, ≤ 0 → 50), ``sae_table`` (the feature's Neuronpedia max activation, falling
+            back to ``latent_eval``), ``unit`` (m = 1).
+        trains_on_negatives: ``False`` when only the positives are used (the trainer then skips the negatives'
+            LM-objective rows when no other method needs them).
+        version: bumped when the method's maths changes (part of the training cache key).
+    """
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[StrictModel]] = NoParams
+    requires: ClassVar[frozenset[str]] = frozenset()
+    detects: ClassVar[bool] = True
+    detection_kind: ClassVar[DetectionKind] = "activation"
+    steers: ClassVar[bool] = True
+    factor_free: ClassVar[bool] = False
+    magnitude_source: ClassVar[MagnitudeSource] = "latent_eval"
+    trains_on_negatives: ClassVar[bool] = True
+    version: ClassVar[str] = "1"
+
+    # ---- training ------------------------------------------------------------------------------------------
+    def params(self, raw: dict[str, Any] | StrictModel | None = None) -> StrictModel:
+        """Validate hyperparameters (``None`` → defaults)."""
+        if isinstance(raw, self.Params):
+            return raw
+        return self.Params.model_validate(dict(raw or {}))
+
+    def unavailable_reason(self, *, sae: SAEParams | None, concepts: Sequence[ConceptData]) -> str | None:
+        """Why the method cannot run here (e.g. no SAE file), or ``None`` when it can."""
+        del sae, concepts
+        return None
+
+    @abstractmethod
+    def train_concept(self, inputs: ConceptInputs, hp: Any) -> dict[str, Any]:
+        """Train on one concept; returns its tensors (e.g. ``{"weight": [d], "bias": []}``).
+
+        Values may also be JSON-able Python objects (lists, numbers) that :meth:`stack` folds into metadata.
+        """
+
+    def stack(
+        self, rows: Sequence[dict[str, torch.Tensor]], concepts: Sequence[ConceptData]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Stack per-concept tensors into artifact tensors (row = concept); other values become metadata lists."""
+        del concepts
+        if not rows or not rows[0]:
+            return {}, {}
+        tensors = {
+            k: torch.stack([r[k] for r in rows]) for k, v in rows[0].items() if isinstance(v, torch.Tensor)
+        }
+        extra = {k: [r[k] for r in rows] for k, v in rows[0].items() if not isinstance(v, torch.Tensor)}
+        return tensors, extra
+
+    # ---- detection -----------------------------------------------------------------------------------------
+    def detection_encoder(self, artifact: MethodArtifact) -> DetectionEncoder:
+        """Per-token scorer of an ``activation`` method (rank-1 methods: ``h·w``, no bias)."""
+        weight = artifact.tensors["weight"].float()
+        return DetectionEncoder(weight=weight, bias=torch.zeros(weight.shape[0]), activation="linear")
+
+    def score_texts(
+        self, artifact: MethodArtifact, texts: Sequence[str], concept_rows: torch.Tensor | None = None
+    ) -> np.ndarray:
+        """Scores of a ``text`` method: ``[len(texts), n_concepts]`` (or ``[len(texts)]`` with ``concept_rows``)."""
+        raise NotImplementedError(f"{self.name} has no text scorer")
+
+    # ---- steering ------------------------------------------------------------------------------------------
+    def steering_vectors(self, artifact: MethodArtifact) -> torch.Tensor:
+        """``[n_concepts, d]`` vectors added as ``h + m·f·w`` (row = ``artifact.concept_ids``)."""
+        if not self.steers or self.factor_free:
+            raise NotImplementedError(f"{self.name} has no steering vector")
+        return artifact.tensors["weight"].float()
+
+    def __repr__(self) -> str:
+        return f"<Method {self.name}>"

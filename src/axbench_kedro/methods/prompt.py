@@ -1,0 +1,58 @@
+"""Prompt: the prompting baseline for steering (§3.9, factor-free; the steering pipeline writes the instruction)
+and PromptDetection for detection — an LLM rates the concept's presence in each output with the rubric J1.
+
+PromptDetection's parser (protocol §3.9, §10.3): the text after the last ``Rating:``, its first line, brackets
+removed, then ``.strip('"').strip("'").strip("*").strip()`` — no trailing-dot strip; a failure or a value outside
+[0, 2] gives −1.
+
+Example:
+    >>> parse_detection_rating("It fits.\\nRating: [[2]]")
+    2.0
+    >>> parse_detection_rating("Rating: [[1.5]].")
+    -1.0
+"""
+
+from __future__ import annotations
+
+import torch
+
+from axbench_kedro.config.common import StrictModel
+from axbench_kedro.methods.base import ConceptInputs, Method
+from axbench_kedro.methods.registry import register
+
+__all__ = ["PromptDetectionParams", "PromptMethod", "parse_detection_rating"]
+
+PARSE_FAILED = -1.0
+
+
+class PromptDetectionParams(StrictModel):
+    """Prompt has nothing to train (detection settings live in ``params:latent_eval.prompt_detection``)."""
+
+
+def parse_detection_rating(reply: str) -> float:
+    """PromptDetection rating in [0, 2], or −1 when the reply cannot be parsed."""
+    if "Rating:" not in reply:
+        return PARSE_FAILED
+    tail = reply.rsplit("Rating:", 1)[1].strip()
+    line = tail.split("\n", 1)[0] if tail else ""
+    value = line.replace("[", "").replace("]", "")
+    value = value.strip('"').strip("'").strip("*").strip()
+    try:
+        rating = float(value)
+    except ValueError:
+        return PARSE_FAILED
+    return rating if 0.0 <= rating <= 2.0 else PARSE_FAILED
+
+
+@register("Prompt")
+class PromptMethod(Method):
+    """Prompting baseline: factor-free steering, LLM-rated detection; nothing to train."""
+
+    Params = PromptDetectionParams
+    requires = frozenset()
+    detection_kind = "llm"
+    factor_free = True
+    magnitude_source = "unit"
+
+    def train_concept(self, inputs: ConceptInputs, hp: StrictModel) -> dict[str, torch.Tensor]:
+        return {}

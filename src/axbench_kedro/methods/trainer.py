@@ -1,0 +1,345 @@
+"""Train every configured method, concept by concept, sharing the expensive parts.
+
+Per concept, one truncated forward pass over its F-binary positives (the genre's pool negatives are computed once
+per genre) feeds every method that needs activations; the LM-objective methods share one cached pass over
+``F-prompt + output`` rows. Per-concept results are stored under a content key (model, layer, method, its version
+and hyperparameters, seed, the concept's rows), so an unchanged rerun — or a resumed one — recomputes nothing.
+
+Example:
+    >>> artifacts, summary = train_methods(tm, concepts, [(get_method("DiffMean"), None)], setting="s", layer=1,
+    ...                                    seed=42)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from axbench_kedro.cache import content_key
+from axbench_kedro.errors import AxbenchDataError
+from axbench_kedro.lm.chat import chat_prefix_length, format_binary, format_prompt
+from axbench_kedro.lm.types import TargetModel
+from axbench_kedro.methods.activations import (
+    ConceptActivations,
+    LMObjectiveRows,
+    RowActivations,
+    compute_lm_rows,
+    compute_row_activations,
+)
+from axbench_kedro.methods.base import ConceptData, ConceptInputs, Method, MethodArtifact
+from axbench_kedro.methods.lm_tail import LMTail
+from axbench_kedro.methods.sae import SAEParams, SAESource
+
+__all__ = ["TrainOptions", "build_concepts", "derive_seed", "train_methods", "skipped_artifact"]
+
+log = logging.getLogger(__name__)
+
+_TRAIN_COLUMNS = ("input", "output", "output_concept", "concept_genre", "category", "concept_id")
+_META_COLUMNS = ("concept_id", "concept")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Run-wide training settings (from ``params:run`` and ``params:training``)."""
+
+    setting: str
+    layer: int
+    seed: int
+    activation_batch_size: int = 6
+    lm_cache_batch_size: int = 6
+    max_length: int = 1024
+    sae_width: int | None = None
+    lm_objective_dtype: torch.dtype | None = None
+
+
+def _require(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise AxbenchDataError(f"{name}: missing column(s) {missing}")
+
+
+def _first_genre(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        items = list(value)
+    except TypeError:
+        return str(value)
+    if items and not isinstance(value, str):
+        return str(items[0])
+    return str(value) if isinstance(value, str) and value else None
+
+
+def build_concepts(train_data: pd.DataFrame, concepts_meta: pd.DataFrame) -> list[ConceptData]:
+    """Each concept's positives and its genre's pool negatives (protocol §2.4), in ``concept_id`` order.
+
+    Raises:
+        AxbenchDataError: missing columns, a concept without positives, or a genre without pool negatives.
+    """
+    _require(train_data, _TRAIN_COLUMNS, "train_data")
+    _require(concepts_meta, _META_COLUMNS, "concepts_meta")
+    pool = train_data[(train_data["concept_id"] == -1) & (train_data["category"] == "negative")]
+    concepts: list[ConceptData] = []
+    for meta in concepts_meta.sort_values("concept_id").itertuples(index=False):
+        cid = int(meta.concept_id)
+        pos = train_data[(train_data["concept_id"] == cid) & (train_data["category"] == "positive")]
+        if pos.empty:
+            raise AxbenchDataError(f"train_data: concept_id {cid} has no positive rows")
+        genre = _first_genre(getattr(meta, "concept_genres", None)) or str(pos["concept_genre"].iloc[0])
+        neg = pool[pool["concept_genre"] == genre]
+        if neg.empty:
+            raise AxbenchDataError(
+                f"train_data: no pool negatives (concept_id -1) of genre {genre!r} for concept_id {cid}"
+            )
+        sae_id = getattr(meta, "sae_id", -1)
+        concepts.append(
+            ConceptData(
+                concept_id=cid,
+                concept=str(meta.concept),
+                genre=genre,
+                sae_id=int(sae_id) if pd.notna(sae_id) else -1,
+                pos_inputs=tuple(map(str, pos["input"])),
+                pos_outputs=tuple(map(str, pos["output"])),
+                neg_inputs=tuple(map(str, neg["input"])),
+                neg_outputs=tuple(map(str, neg["output"])),
+            )
+        )
+    return concepts
+
+
+def derive_seed(run_seed: int, concept_id: int, stage: str) -> int:
+    """A per-concept, per-stage seed derived from the run seed (no global random state)."""
+    return int(content_key([int(run_seed), int(concept_id), stage])[:8], 16)
+
+
+def skipped_artifact(method: Method, reason: str, base_meta: dict[str, Any]) -> MethodArtifact:
+    """An artefact that records why ``method`` did not run (no tensors)."""
+    return MethodArtifact(method.name, {}, dict(base_meta, status="skipped", skip_reason=reason))
+
+
+class _Resources:
+    """Lazily computed, shared training inputs (pool activations per genre, LM rows, the SAE)."""
+
+    def __init__(self, tm: TargetModel, opts: TrainOptions, sae: SAEParams | None) -> None:
+        self.tm, self.opts, self.sae = tm, opts, sae
+        self.prefix = chat_prefix_length(tm.tokenizer)
+        self.pool_acts: dict[str, RowActivations] = {}
+        self.pool_lm: dict[str, LMObjectiveRows] = {}
+        self.positives: tuple[int, RowActivations] | None = None
+        self._tail: LMTail | None = None
+        self.seconds: dict[str, float] = {"activations": 0.0, "lm_cache": 0.0}
+
+    @property
+    def tail(self) -> LMTail:
+        if self._tail is None:
+            self._tail = LMTail(self.tm, self.opts.layer, self.opts.lm_objective_dtype)
+        return self._tail
+
+    def binary(self, inputs: Sequence[str], outputs: Sequence[str]) -> list[str]:
+        return [format_binary(self.tm.tokenizer, i, o) for i, o in zip(inputs, outputs, strict=True)]
+
+    def _acts(self, texts: list[str]) -> RowActivations:
+        start = time.perf_counter()
+        out = compute_row_activations(
+            self.tm, texts, self.opts.layer, self.opts.activation_batch_size, self.opts.max_length
+        )
+        self.seconds["activations"] += time.perf_counter() - start
+        return out
+
+    def activations(self, c: ConceptData) -> ConceptActivations:
+        if c.genre not in self.pool_acts:
+            self.pool_acts[c.genre] = self._acts(self.binary(c.neg_inputs, c.neg_outputs))
+        pos = self._acts(self.binary(c.pos_inputs, c.pos_outputs))
+        self.positives = (c.concept_id, pos)
+        return ConceptActivations.from_parts(pos, self.pool_acts[c.genre], self.prefix)
+
+    def _lm(
+        self, inputs: Sequence[str], outputs: Sequence[str], reuse: RowActivations | None
+    ) -> LMObjectiveRows:
+        start = time.perf_counter()
+        prompts = [format_prompt(self.tm.tokenizer, i) for i in inputs]
+        out = compute_lm_rows(
+            self.tm,
+            prompts,
+            list(outputs),
+            self.opts.layer,
+            self.prefix,
+            self.opts.lm_cache_batch_size,
+            self.opts.max_length,
+            reuse=reuse,
+        )
+        self.seconds["lm_cache"] += time.perf_counter() - start
+        return out
+
+    def lm_rows(self, c: ConceptData, with_negatives: bool) -> LMObjectiveRows:
+        reuse = self.positives[1] if self.positives and self.positives[0] == c.concept_id else None
+        pos = self._lm(c.pos_inputs, c.pos_outputs, reuse)
+        if not with_negatives:
+            return pos
+        if c.genre not in self.pool_lm:
+            self.pool_lm[c.genre] = self._lm(c.neg_inputs, c.neg_outputs, self.pool_acts.get(c.genre))
+        return LMObjectiveRows.concat([pos, self.pool_lm[c.genre]])
+
+
+def _cache_key(
+    method: Method, hp: Any, tm: TargetModel, opts: TrainOptions, c: ConceptData, extra: Any
+) -> str:
+    return content_key(
+        {
+            "method": method.name,
+            "version": method.version,
+            "hp": hp.model_dump(mode="json"),
+            "model": [tm.name, str(tm.dtype), tm.device.type, tm.spec.source, tm.spec.gguf_file],
+            "layer": opts.layer,
+            "seed": opts.seed,
+            "max_length": opts.max_length,
+            "lm_dtype": str(opts.lm_objective_dtype) if "lm_objective" in method.requires else None,
+            "concept": c.fingerprint(),
+            "extra": extra,
+        }
+    )
+
+
+def _sae_identity(sae: SAESource | None, opts: TrainOptions) -> Any:
+    if sae is None or not sae.available or sae.path is None:
+        return None
+    st = os.stat(sae.path)
+    return [os.path.abspath(sae.path), st.st_size, st.st_mtime_ns, opts.sae_width]
+
+
+def train_methods(
+    tm: TargetModel,
+    concepts: Sequence[ConceptData],
+    methods: Sequence[tuple[Method, Any]],
+    opts: TrainOptions,
+    *,
+    sae: SAESource | None = None,
+    store: Any = None,
+) -> tuple[dict[str, MethodArtifact], pd.DataFrame]:
+    """Train ``methods`` (``(method, hyperparameters)`` pairs) on every concept.
+
+    Returns:
+        ``{method: MethodArtifact}`` in the given order (skipped methods included, with their reason) and a
+        summary frame (method, status, skip_reason, n_concepts, cached_concepts, seconds).
+    """
+    if not concepts:
+        raise AxbenchDataError("train_data: no concepts to train on")
+    base_meta = {
+        "setting": opts.setting,
+        "layer": opts.layer,
+        "d": tm.d_model,
+        "seed": opts.seed,
+        "model": tm.name,
+        "concept_ids": [c.concept_id for c in concepts],
+        "status": "ok",
+        "skip_reason": None,
+    }
+    sae_extra = _sae_identity(sae, opts)
+    results: dict[str, list[dict[str, Any] | None]] = {}
+    keys: dict[str, list[str]] = {}
+    seconds: dict[str, float] = {}
+    cached_counts: dict[str, int] = {}
+    artifacts: dict[str, MethodArtifact] = {}
+    runnable: list[tuple[Method, Any]] = []
+    for method, hp in methods:
+        hp = method.params(hp)
+        reason = method.unavailable_reason(sae=sae, concepts=concepts)
+        if reason:
+            log.warning("training: %s skipped: %s", method.name, reason)
+            artifacts[method.name] = skipped_artifact(
+                method, reason, dict(base_meta, hyperparameters=hp.model_dump())
+            )
+            continue
+        runnable.append((method, hp))
+        extra = sae_extra if "sae" in method.requires else None
+        keys[method.name] = [_cache_key(method, hp, tm, opts, c, extra) for c in concepts]
+        results[method.name] = [store.get(k) if store is not None else None for k in keys[method.name]]
+        cached_counts[method.name] = sum(r is not None for r in results[method.name])
+        seconds[method.name] = 0.0
+
+    todo = [i for i in range(len(concepts)) if any(results[m.name][i] is None for m, _ in runnable)]
+    if todo:
+        needs_sae = any(
+            "sae" in m.requires and any(results[m.name][i] is None for i in todo) for m, _ in runnable
+        )
+        sae_params = sae.load(tm.d_model, opts.sae_width).to(tm.device) if needs_sae and sae else None
+        res = _Resources(tm, opts, sae_params)
+        for i in tqdm(todo, desc="training concepts", unit="concept"):
+            c = concepts[i]
+            pending = [(m, hp) for m, hp in runnable if results[m.name][i] is None]
+            needs = set().union(*(m.requires for m, _ in pending))
+            inputs_base: dict[str, Any] = dict(data=c, device=tm.device)
+            if "activations" in needs:
+                inputs_base["activations"] = res.activations(c)
+            if "lm_objective" in needs:
+                with_neg = any(m.trains_on_negatives for m, _ in pending if "lm_objective" in m.requires)
+                inputs_base["lm_rows"] = res.lm_rows(c, with_neg)
+                inputs_base["lm_tail"] = res.tail
+            if "texts" in needs:
+                inputs_base["binary_texts"] = tuple(res.binary(c.inputs, c.outputs))
+            if "sae" in needs:
+                inputs_base["sae"] = sae_params
+            for m, hp in pending:
+                start = time.perf_counter()
+                row = m.train_concept(
+                    ConceptInputs(seed=derive_seed(opts.seed, c.concept_id, m.name), **inputs_base), hp
+                )
+                seconds[m.name] += time.perf_counter() - start
+                results[m.name][i] = row
+                if store is not None:
+                    store.put(keys[m.name][i], row)
+        for name, value in res.seconds.items():
+            seconds[f"(shared) {name}"] = value
+
+    ordered: dict[str, MethodArtifact] = {}
+    for method, hp in methods:
+        if method.name in artifacts:
+            ordered[method.name] = artifacts[method.name]
+            continue
+        hp = method.params(hp)
+        rows = results[method.name]
+        tensors, extra_meta = method.stack(rows, concepts)  # type: ignore[arg-type]
+        meta = dict(
+            base_meta, hyperparameters=hp.model_dump(mode="json"), method_version=method.version, **extra_meta
+        )
+        ordered[method.name] = MethodArtifact(method.name, tensors, meta)
+        log.info(
+            "training: %s ready (%d concepts, %d from cache)",
+            method.name,
+            len(concepts),
+            cached_counts[method.name],
+        )
+    summary = pd.DataFrame(
+        [
+            {
+                "method": name,
+                "status": art.status,
+                "skip_reason": art.skip_reason or "",
+                "n_concepts": len(concepts) if art.ok else 0,
+                "cached_concepts": cached_counts.get(name, 0),
+                "seconds": round(seconds.get(name, 0.0), 3),
+            }
+            for name, art in ordered.items()
+        ]
+        + [
+            {
+                "method": k,
+                "status": "shared",
+                "skip_reason": "",
+                "n_concepts": len(concepts),
+                "cached_concepts": 0,
+                "seconds": round(v, 3),
+            }
+            for k, v in seconds.items()
+            if k.startswith("(shared)")
+        ]
+    )
+    return ordered, summary

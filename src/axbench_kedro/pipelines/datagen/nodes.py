@@ -1,0 +1,272 @@
+"""Nodes of the ``datagen`` pipeline (protocol §2): pure functions over catalog data.
+
+The LLM client, the target model and the datagen cache arrive as catalog datasets; everything that is
+written goes out through the catalog. Released parquet files named in ``datagen.provided`` are validated
+and passed through instead of generating.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+import pandas as pd
+
+from axbench_kedro.cache import SQLiteCache
+from axbench_kedro.config.common import RunSettings
+from axbench_kedro.config.datagen import DatagenParams
+from axbench_kedro.datagen.concepts import (
+    CONCEPTS_META_COLUMNS,
+    concept_entries,
+    concepts_frame,
+    concepts_meta_from_rows,
+    select_concepts,
+)
+from axbench_kedro.datagen.generate import (
+    ConceptGenerator,
+    ConceptJob,
+    build_negative_pool,
+    build_preference_data,
+    rows_frame,
+)
+from axbench_kedro.datagen.greedy import GreedyAnswers
+from axbench_kedro.datagen.instructions import InstructionPools
+from axbench_kedro.datagen.prompts import DatagenPrompts
+from axbench_kedro.datagen.schemas import check_counts, read_table, validate_table
+from axbench_kedro.lm.types import TargetModel
+
+__all__ = [
+    "select_datagen_concepts",
+    "generate_negative_pool",
+    "generate_concept_data",
+    "assemble_train_data",
+    "generate_preference_data",
+    "summarise_datagen",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _provided(params: DatagenParams, kind: str) -> pd.DataFrame | None:
+    path = getattr(params.provided, kind)
+    return None if path is None else read_table(path, kind)
+
+
+def _client(generator_llm: Any) -> Any:
+    """The LLM client, built on first use when the catalog hands a lazy handle."""
+    if hasattr(generator_llm, "complete_many"):
+        return generator_llm
+    if callable(generator_llm):
+        return generator_llm()
+    raise TypeError(f"generator_llm must be an LLM client, got {type(generator_llm).__name__}")
+
+
+def select_datagen_concepts(concept_list: Any, datagen: DatagenParams, run: RunSettings) -> pd.DataFrame:
+    """The concepts to generate for (``concepts_meta`` columns; empty genre lists = ask the LLM).
+
+    With provided data the concepts come from those files (§1.1) and ``max_concepts`` is not applied.
+    """
+    train = _provided(datagen, "train_data")
+    latent = _provided(datagen, "latent_eval_data")
+    if train is not None or latent is not None:
+        meta = concepts_meta_from_rows(train, latent)
+        log.info("datagen: %d concepts taken from the provided data", len(meta))
+        return meta
+    expected = datagen.concept_source.path if datagen.concept_source is not None else None
+    entries = concept_entries(concept_list, "concept_list", expected)
+    from_export = isinstance(concept_list, list) and bool(concept_list) and isinstance(concept_list[0], dict)
+    if expected is not None and not from_export:
+        foreign = [e for e in entries if f"/{expected}/" not in e.ref]
+        if foreign:
+            log.warning(
+                "concept_list: %d of %d concepts do not link to %s (datagen.concept_source)",
+                len(foreign),
+                len(entries),
+                expected,
+            )
+    chosen = select_concepts(entries, datagen.max_concepts, run.seed)
+    if datagen.max_concepts is not None and len(chosen) < datagen.max_concepts:
+        log.warning(
+            "concept_list: %d concepts, fewer than datagen.max_concepts=%d", len(chosen), datagen.max_concepts
+        )
+    return concepts_frame(chosen)
+
+
+def generate_negative_pool(
+    seed_instructions: pd.DataFrame,
+    target_model: TargetModel,
+    datagen_cache: SQLiteCache,
+    datagen: DatagenParams,
+    run: RunSettings,
+) -> pd.DataFrame:
+    """The shared pool (§2.4.1): N/2 train instructions per genre answered greedily by the target model.
+
+    Empty when ``train_data`` is provided (the provided file already holds its pool).
+    """
+    if datagen.provided.train_data is not None:
+        return rows_frame([], "train_data")
+    pools = InstructionPools(seed_instructions)
+    answers = GreedyAnswers(target_model, datagen_cache, datagen.pool_tokens, datagen.target_batch_size)
+    return build_negative_pool(pools, answers, datagen.pool_per_genre, run.seed, datagen.dataset_category)
+
+
+def _jobs(concepts: pd.DataFrame) -> list[ConceptJob]:
+    seen: Counter[str] = Counter()
+    jobs = []
+    for row in concepts.sort_values("concept_id").itertuples(index=False):
+        jobs.append(
+            ConceptJob(
+                concept_id=int(row.concept_id),
+                concept=str(row.concept),
+                ref=str(row.ref),
+                sae_id=int(row.sae_id),
+                genres=tuple(str(g) for g in row.concept_genres),
+                dup_rank=seen[str(row.concept)],
+            )
+        )
+        seen[str(row.concept)] += 1
+    return jobs
+
+
+def generate_concept_data(
+    datagen_concepts: pd.DataFrame,
+    seed_instructions: pd.DataFrame,
+    target_model: TargetModel,
+    generator_llm: Any,
+    datagen_cache: SQLiteCache,
+    datagen: DatagenParams,
+    run: RunSettings,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """LLM-written rows per concept (§2.4.2, §2.5).
+
+    Returns:
+        ``concepts_meta``, the ``train_data`` positives, ``latent_eval_data`` and ``datagen_llm_usage``.
+    """
+    provided_latent = _provided(datagen, "latent_eval_data")
+    want_train = datagen.provided.train_data is None
+    want_latent = provided_latent is None
+    jobs = _jobs(datagen_concepts)
+    need_llm = want_train or want_latent
+    client = _client(generator_llm) if need_llm else None
+    since = client.totals() if client is not None else None
+    results = []
+    if need_llm:
+        prompts = DatagenPrompts(
+            datagen.prompt_style,
+            temperature=datagen.temperature,
+            top_p=datagen.top_p,
+            response_max_tokens=datagen.response_max_tokens,
+        )
+        generator = ConceptGenerator(
+            client,
+            prompts,
+            InstructionPools(seed_instructions),
+            target_model.tokenizer,
+            datagen,
+            run.seed,
+            datagen_cache,
+            want_train=want_train,
+            want_latent=want_latent,
+            tokenizer_name=target_model.name,
+        )
+        results = generator.run(jobs)
+        log.info("datagen templates: %s", prompts.hashes)
+    genres = {r.concept_id: r.genres for r in results}
+    meta = datagen_concepts.copy()
+    meta["concept_genres"] = [
+        list(genres.get(int(cid), [])) or list(g)
+        for cid, g in zip(meta["concept_id"], meta["concept_genres"], strict=True)
+    ]
+    meta = validate_table(meta[CONCEPTS_META_COLUMNS].reset_index(drop=True), "concepts_meta")
+    positives = rows_frame([row for r in results for row in r.train], "train_data")
+    latent = (
+        provided_latent
+        if provided_latent is not None
+        else rows_frame([row for r in results for row in r.latent], "latent_eval_data")
+    )
+    if provided_latent is None:
+        validate_table(latent, "latent_eval_data")
+        expected = {"positive": datagen.latent_num_of_examples, "negative": datagen.latent_num_of_examples}
+        check_counts(latent, "latent_eval_data", expected)
+        chain = Counter()
+        for r in results:
+            chain.update(r.stats)
+        log.info(
+            "datagen contrast chain: %d related words → %d other meanings → %d distinct pairs (hard negatives); "
+            "%d empty outputs",
+            chain["related_words"],
+            chain["meanings_kept"],
+            chain["contrast_pairs"],
+            chain["empty_outputs"],
+        )
+    if client is not None:
+        usage = client.usage_frame("datagen", since=since)
+    else:
+        usage = pd.DataFrame(
+            [
+                {
+                    "stage": "datagen",
+                    "model": "",
+                    "calls": 0,
+                    "cache_hits": 0,
+                    "input_tokens": 0,
+                    "output_tokens": 0,
+                    "cost_usd": 0.0,
+                }
+            ]
+        )
+    return meta, positives, latent, usage
+
+
+def assemble_train_data(
+    datagen_negative_pool: pd.DataFrame, datagen_train_positives: pd.DataFrame, datagen: DatagenParams
+) -> pd.DataFrame:
+    """``train_data``: the pool rows then every concept's positives (or the provided file, unchanged)."""
+    provided = _provided(datagen, "train_data")
+    if provided is not None:
+        check_counts(
+            provided,
+            "train_data",
+            {"positive": datagen.train_positives, "pool": datagen.pool_per_genre},
+            datagen.provided.train_data,
+        )
+        return provided
+    frame = pd.concat([datagen_negative_pool, datagen_train_positives], ignore_index=True)
+    frame = rows_frame(frame.to_dict("records"), "train_data")
+    validate_table(frame, "train_data")
+    check_counts(frame, "train_data", {"positive": datagen.train_positives, "pool": datagen.pool_per_genre})
+    return frame
+
+
+def generate_preference_data(
+    train_data: pd.DataFrame, target_model: TargetModel, datagen_cache: SQLiteCache, datagen: DatagenParams
+) -> pd.DataFrame:
+    """``preference_data`` (§2.6): winning = the positive, losing = the target model's greedy answer."""
+    answers = GreedyAnswers(target_model, datagen_cache, datagen.pool_tokens, datagen.target_batch_size)
+    return validate_table(build_preference_data(train_data, answers), "preference_data")
+
+
+def summarise_datagen(
+    train_data: pd.DataFrame,
+    latent_eval_data: pd.DataFrame,
+    preference_data: pd.DataFrame,
+    datagen_llm_usage: pd.DataFrame,
+) -> None:
+    """Log one summary line: rows per category and the LLM calls and cost."""
+    train = train_data.assign(kind=train_data["category"].where(train_data["concept_id"] >= 0, "pool"))
+    usage = datagen_llm_usage.iloc[0] if len(datagen_llm_usage) else None
+    log.info(
+        "datagen summary: %d concepts | train_data %s | latent_eval_data %s | preference_data %d | "
+        "LLM %s: %d calls, %d cache hits, %d in / %d out tokens, $%.4f",
+        train_data.loc[train_data["concept_id"] >= 0, "concept_id"].nunique(),
+        {k: int(v) for k, v in train["kind"].value_counts().sort_index().items()},
+        {k: int(v) for k, v in latent_eval_data["category"].value_counts().sort_index().items()},
+        len(preference_data),
+        "" if usage is None else usage["model"],
+        0 if usage is None else int(usage["calls"]),
+        0 if usage is None else int(usage["cache_hits"]),
+        0 if usage is None else int(usage["input_tokens"]),
+        0 if usage is None else int(usage["output_tokens"]),
+        0.0 if usage is None else float(usage["cost_usd"]),
+    )

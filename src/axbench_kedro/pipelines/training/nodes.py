@@ -1,0 +1,59 @@
+"""Nodes of the ``training`` pipeline: train the configured methods and summarise what happened.
+
+The work itself (shared activations, per-concept caching, method dispatch) lives in
+:mod:`axbench_kedro.methods.trainer`; the nodes only adapt catalog data and parameters to it.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from axbench_kedro.config.common import RunSettings
+from axbench_kedro.config.training import TrainingParams
+from axbench_kedro.datasets.method_artifacts import ArtifactStore
+from axbench_kedro.errors import AxbenchConfigError
+from axbench_kedro.lm.types import TargetModel
+from axbench_kedro.methods.base import MethodArtifact
+from axbench_kedro.methods.registry import get_method
+from axbench_kedro.methods.sae import SAESource
+from axbench_kedro.methods.trainer import TrainOptions, build_concepts, train_methods
+
+__all__ = ["train_all_methods"]
+
+
+def train_all_methods(
+    train_data: pd.DataFrame,
+    concepts_meta: pd.DataFrame,
+    target_model: TargetModel,
+    sae_params: SAESource | None,
+    training_cache: ArtifactStore | None,
+    run: RunSettings,
+    training: TrainingParams,
+) -> tuple[dict[str, MethodArtifact], pd.DataFrame]:
+    """Train ``training.methods`` on every concept of ``concepts_meta``.
+
+    Returns:
+        ``method_artifacts`` (``{method: MethodArtifact}``, skipped methods included with their reason) and
+        ``training_summary`` (method, status, skip_reason, n_concepts, cached_concepts, seconds).
+    """
+    if run.layer >= target_model.n_layers or run.layer < 0:
+        raise AxbenchConfigError(
+            f"run.layer: {run.layer} is outside the model's {target_model.n_layers} blocks"
+        )
+    concepts = build_concepts(train_data, concepts_meta)
+    methods = [(get_method(name), training.method_params(name)) for name in training.methods]
+    opts = TrainOptions(
+        setting=run.setting,
+        layer=run.layer,
+        seed=run.seed,
+        activation_batch_size=training.activation_batch_size,
+        lm_cache_batch_size=training.lm_cache_batch_size,
+        max_length=training.max_length,
+        sae_width=training.sae_width,
+        lm_objective_dtype=getattr(torch, training.lm_objective_dtype)
+        if training.lm_objective_dtype
+        else None,
+    )
+    store = training_cache if training.use_cache else None
+    return train_methods(target_model, concepts, methods, opts, sae=sae_params, store=store)

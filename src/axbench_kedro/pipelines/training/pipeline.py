@@ -1,0 +1,31 @@
+"""Wiring of the ``training`` pipeline (protocol §3); the work is in ``nodes.py``."""
+
+from __future__ import annotations
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from axbench_kedro.pipelines.training import nodes
+
+__all__ = ["create_pipeline"]
+
+
+def create_pipeline(**kwargs: object) -> Pipeline:
+    """train_data + concepts_meta + target model (+ optional SAE) → method_artifacts, training_summary."""
+    return pipeline(
+        [
+            node(
+                nodes.train_all_methods,
+                inputs=[
+                    "train_data",
+                    "concepts_meta",
+                    "target_model",
+                    "sae_params",
+                    "training_cache",
+                    "params:run",
+                    "params:training",
+                ],
+                outputs=["method_artifacts", "training_summary"],
+                name="train_methods",
+            ),
+        ]
+    )

@@ -1,0 +1,285 @@
+"""The steering leaderboard (protocol §5.6, §5.8, §1.16): Overall Score per method and setting, bootstrap CIs, Avg.
+
+Long form (§1.16): one row per (method, setting) plus one ``setting = "Avg"`` row per method holding the mean of the
+method's Overall Scores over the settings that have it. Wide form: rows = methods sorted by Avg, columns = settings.
+
+Example:
+    >>> scores = concept_scores(selection_with_setting)  # doctest: +SKIP
+    >>> long = build_leaderboard(scores, judge_labels(summary), n_resamples=1000, confidence=0.95, seed=42)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from axbench_kedro.errors import AxbenchDataError
+from axbench_kedro.metrics.bootstrap import bootstrap_ci, bootstrap_means
+from axbench_kedro.reporting.markdown import MISSING, fmt_number, markdown_table
+
+__all__ = [
+    "AVG",
+    "LONG_COLUMNS",
+    "UNKNOWN_JUDGE",
+    "build_leaderboard",
+    "concept_scores",
+    "judge_labels",
+    "leaderboard_markdown",
+    "leaderboard_wide",
+    "require_columns",
+]
+
+AVG = "Avg"
+UNKNOWN_JUDGE = "unknown"
+MIXED_JUDGE = "mixed"
+LONG_COLUMNS = [
+    "method",
+    "setting",
+    "overall",
+    "ci_low",
+    "ci_high",
+    "n_concepts",
+    "judge_kind",
+    "judge_model",
+    "comparable",
+]
+
+
+def require_columns(frame: pd.DataFrame, columns: Iterable[str], dataset: str) -> None:
+    """Raise one clear error when ``frame`` lacks a protocol column.
+
+    Raises:
+        AxbenchDataError: naming the dataset and the first missing column.
+    """
+    for column in columns:
+        if column not in frame.columns:
+            raise AxbenchDataError(
+                f"{dataset}: missing column {column!r} (have {sorted(map(str, frame.columns))})"
+            )
+
+
+def concept_scores(
+    selection: pd.DataFrame, dataset_name: str | None = None, dataset: str = "steering_selection"
+) -> pd.DataFrame:
+    """Per-concept Scores (``test_hm``, §1.14) of every setting.
+
+    Args:
+        selection: ``steering_selection`` rows of one or more settings, with a ``setting`` column.
+        dataset_name: keep only rows of this ``dataset_name`` (when the column exists); ``None`` keeps all.
+        dataset: name used in error messages.
+
+    Returns:
+        ``setting, method, concept_id, score`` (rows with a missing Score dropped).
+    """
+    require_columns(selection, ["setting", "concept_id", "method", "test_hm"], dataset)
+    if dataset_name is not None and "dataset_name" in selection.columns:
+        selection = selection[selection["dataset_name"] == dataset_name]
+    scores = selection[["setting", "method", "concept_id", "test_hm"]].rename(columns={"test_hm": "score"})
+    scores = scores.astype({"setting": str, "method": str})
+    scores["score"] = pd.to_numeric(scores["score"], errors="coerce")
+    return scores.dropna(subset=["score"]).reset_index(drop=True)
+
+
+def judge_labels(summary: pd.DataFrame | None) -> pd.DataFrame:
+    """Judge kind and model per (setting, method) from ``steering_summary`` rows (with a ``setting`` column).
+
+    Returns:
+        ``setting, method, judge_kind, judge_model`` (empty when no summary is given).
+    """
+    columns = ["setting", "method", "judge_kind", "judge_model"]
+    if summary is None or summary.empty:
+        return pd.DataFrame(columns=columns)
+    require_columns(summary, ["setting", "method", "judge_kind"], "steering_summary")
+    labels = summary.assign(judge_model=summary.get("judge_model", pd.Series(pd.NA, index=summary.index)))
+    labels = labels[columns].astype({"setting": str, "method": str})
+    return labels.drop_duplicates(["setting", "method"], keep="last").reset_index(drop=True)
+
+
+def build_leaderboard(
+    scores: pd.DataFrame,
+    labels: pd.DataFrame | None = None,
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 42,
+    comparable_kinds: Iterable[str] = ("llm", "rule"),
+) -> pd.DataFrame:
+    """Overall Score per (method, setting) with percentile bootstrap CIs over concepts, plus the Avg rows.
+
+    A setting's CI resamples its concepts with ``seed``. The Avg CI resamples every setting of the method
+    independently (the k-th of the method's settings, in name order, with ``seed + k``) and averages the
+    resample means, so a method with one setting gets exactly that setting's interval.
+
+    Args:
+        scores: ``setting, method, concept_id, score`` (see ``concept_scores``).
+        labels: ``setting, method, judge_kind, judge_model`` (see ``judge_labels``); missing → ``unknown``.
+        n_resamples: bootstrap resamples (protocol: 1000).
+        confidence: CI coverage (protocol: 0.95).
+        seed: the run seed.
+        comparable_kinds: judge kinds whose numbers are comparable with AxBench's.
+
+    Returns:
+        The long leaderboard (``LONG_COLUMNS``), methods sorted by Avg (descending, then name), each method's
+        settings in name order followed by its Avg row.
+    """
+    comparable_set = set(comparable_kinds)
+    labels = (
+        labels
+        if labels is not None
+        else pd.DataFrame(columns=["setting", "method", "judge_kind", "judge_model"])
+    )
+    label_map = {(r.setting, r.method): (r.judge_kind, r.judge_model) for r in labels.itertuples(index=False)}
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    rows: list[dict[str, object]] = []
+    for method, group in scores.groupby("method", sort=True):
+        per_setting: list[dict[str, object]] = []
+        resampled: list[np.ndarray] = []
+        for k, (setting, cell) in enumerate(group.groupby("setting", sort=True)):
+            values = cell["score"].to_numpy(dtype=np.float64)
+            low, high = bootstrap_ci(values, n_resamples=n_resamples, confidence=confidence, seed=seed)
+            resampled.append(bootstrap_means(values, n_resamples=n_resamples, seed=seed + k))
+            kind, model = label_map.get((setting, method), (UNKNOWN_JUDGE, None))
+            kind = UNKNOWN_JUDGE if pd.isna(kind) else str(kind)
+            per_setting.append(
+                {
+                    "method": method,
+                    "setting": setting,
+                    "overall": float(values.mean()),
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n_concepts": int(values.size),
+                    "judge_kind": kind,
+                    "judge_model": None if model is None or pd.isna(model) else str(model),
+                    "comparable": kind in comparable_set,
+                }
+            )
+        avg_low, avg_high = np.percentile(np.mean(np.vstack(resampled), axis=0), [tail, 100.0 - tail])
+        kinds = {str(r["judge_kind"]) for r in per_setting}
+        models = {r["judge_model"] for r in per_setting if r["judge_model"] is not None}
+        per_setting.append(
+            {
+                "method": method,
+                "setting": AVG,
+                "overall": float(np.mean([r["overall"] for r in per_setting])),
+                "ci_low": float(avg_low),
+                "ci_high": float(avg_high),
+                "n_concepts": int(sum(int(r["n_concepts"]) for r in per_setting)),
+                "judge_kind": kinds.pop() if len(kinds) == 1 else MIXED_JUDGE,
+                "judge_model": models.pop() if len(models) == 1 else (None if not models else MIXED_JUDGE),
+                "comparable": all(bool(r["comparable"]) for r in per_setting),
+            }
+        )
+        rows.extend(per_setting)
+    long = pd.DataFrame(rows, columns=LONG_COLUMNS)
+    if long.empty:
+        return long.astype({"overall": float, "ci_low": float, "ci_high": float, "n_concepts": "int64"})
+    avg = long[long["setting"] == AVG].set_index("method")["overall"]
+    order = sorted(avg.index, key=lambda m: (-avg[m], m))
+    long["_rank"] = long["method"].map({m: i for i, m in enumerate(order)})
+    long["_avg_last"] = long["setting"] == AVG
+    long = long.sort_values(["_rank", "_avg_last", "setting"], kind="stable").drop(
+        columns=["_rank", "_avg_last"]
+    )
+    return long.reset_index(drop=True)
+
+
+def _settings_of(long: pd.DataFrame) -> list[str]:
+    return sorted(s for s in long["setting"].unique() if s != AVG)
+
+
+def leaderboard_wide(long: pd.DataFrame) -> pd.DataFrame:
+    """Rows = methods (Avg order), columns = each setting's Overall, CI and n, then Avg and its CI.
+
+    Args:
+        long: output of ``build_leaderboard``.
+
+    Returns:
+        ``method, judge_kind, comparable, <s>, <s>_ci_low, <s>_ci_high, <s>_n, ..., Avg, Avg_ci_low, Avg_ci_high``.
+    """
+    settings = _settings_of(long)
+    columns = ["method", "judge_kind", "comparable"]
+    for setting in [*settings, AVG]:
+        columns += [setting, f"{setting}_ci_low", f"{setting}_ci_high"] + (
+            [f"{setting}_n"] if setting != AVG else []
+        )
+    rows: list[dict[str, object]] = []
+    for method in long["method"].drop_duplicates():
+        cells = long[long["method"] == method].set_index("setting")
+        row: dict[str, object] = {
+            "method": method,
+            "judge_kind": cells.loc[AVG, "judge_kind"],
+            "comparable": bool(cells.loc[AVG, "comparable"]),
+        }
+        for setting in [*settings, AVG]:
+            present = setting in cells.index
+            row[setting] = cells.loc[setting, "overall"] if present else np.nan
+            row[f"{setting}_ci_low"] = cells.loc[setting, "ci_low"] if present else np.nan
+            row[f"{setting}_ci_high"] = cells.loc[setting, "ci_high"] if present else np.nan
+            if setting != AVG:
+                row[f"{setting}_n"] = int(cells.loc[setting, "n_concepts"]) if present else pd.NA
+        rows.append(row)
+    wide = pd.DataFrame(rows, columns=columns)
+    for setting in settings:
+        wide[f"{setting}_n"] = wide[f"{setting}_n"].astype("Int64")
+    return wide
+
+
+def leaderboard_markdown(long: pd.DataFrame, *, confidence: float = 0.95, n_resamples: int = 1000) -> str:
+    """The AxBench-style leaderboard as Markdown: ``overall [ci_low, ci_high]`` per cell, non-comparable cells marked.
+
+    Args:
+        long: output of ``build_leaderboard``.
+        confidence: CI coverage, for the caption.
+        n_resamples: bootstrap resamples, for the caption.
+
+    Returns:
+        A Markdown section (title, caption, table, notes).
+    """
+    pct = f"{confidence * 100:g} %"
+    lines = [
+        "## Steering leaderboard: Overall Score (0–2)",
+        "",
+        f"Cell = mean over concepts of the per-concept Score (factor chosen on instructions 0–4, scored on 5–9) "
+        f"[{pct} percentile bootstrap CI, {n_resamples} resamples over concepts]. Avg = mean over the settings that "
+        "have the method. Rows sorted by Avg.",
+        "",
+    ]
+    if long.empty:
+        return "\n".join([*lines, "*(no steering results)*", ""])
+    settings = _settings_of(long)
+    max_n = {s: int(long.loc[long["setting"] == s, "n_concepts"].max()) for s in settings}
+    rows: list[list[str]] = []
+    flagged = False
+    for method in long["method"].drop_duplicates():
+        cells = long[long["method"] == method].set_index("setting")
+        row = [str(method), str(cells.loc[AVG, "judge_kind"])]
+        for setting in [*settings, AVG]:
+            if setting not in cells.index:
+                row.append(MISSING)
+                continue
+            cell = cells.loc[setting]
+            text = (
+                f"{fmt_number(cell['overall'])} [{fmt_number(cell['ci_low'])}, {fmt_number(cell['ci_high'])}]"
+            )
+            if setting != AVG and int(cell["n_concepts"]) < max_n[setting]:
+                text += f" (n={int(cell['n_concepts'])})"
+            if not bool(cell["comparable"]):
+                text += " †"
+                flagged = True
+            row.append(text)
+        rows.append(row)
+    rows.append(["concepts", "", *[str(max_n[s]) for s in settings], ""])
+    lines.append(
+        markdown_table(
+            ["method", "judge", *settings, AVG], rows, [False, False] + [True] * (len(settings) + 1)
+        )
+    )
+    if flagged:
+        lines += [
+            "",
+            "† Judged by a non-comparable judge (e.g. the offline `proxy` judge) or a mix of judges: not comparable "
+            "with AxBench's published numbers.",
+        ]
+    return "\n".join([*lines, ""])

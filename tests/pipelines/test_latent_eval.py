@@ -1,0 +1,152 @@
+"""``training`` then ``latent_eval`` on a tiny model: scores, metrics, imbalanced set, magnitudes, ROC plot, cache."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from matplotlib.figure import Figure
+
+from axbench_kedro.config.common import RunSettings
+from axbench_kedro.config.latent_eval import LatentEvalParams
+from axbench_kedro.datasets.method_artifacts import ArtifactStore
+from axbench_kedro.metrics.detection import METRIC_COLUMNS
+from axbench_kedro.pipelines.latent_eval import create_pipeline as latent_pipeline
+from axbench_kedro.pipelines.training import create_pipeline as training_pipeline
+from fixtures.fake_openai import FakeOpenAIServer, client_for
+from fixtures.tiny_models import make_tiny_target_model
+from methods.pipeline_inputs import LAYER, KeptMemoryDataset, training_catalog, write_sae
+from methods.synthetic_data import CONCEPTS, make_latent_eval_data
+
+SIGNATURES = {c: set(words.split()) for c, words in CONCEPTS}
+
+
+def make_rater():
+    """PromptDetection replies: 2 when a signature word of the concept is in the text, else 0; the first reply is
+    unparsable for PromptDetection (trailing dot: no strip) and must score -1."""
+    calls = []
+
+    def rate(body: dict) -> str:
+        content = body["messages"][-1]["content"]
+        concept = next(c for c in SIGNATURES if c in content)
+        text = content.split("<<<TEXT", 1)[1].split("TEXT>>>", 1)[0]
+        calls.append(text)
+        if len(calls) == 1:
+            return "Hmm.\nRating: [[1.5]]."
+        hit = bool(SIGNATURES[concept] & set(re.findall(r"\w+", text)))
+        return f"Looks {'clear' if hit else 'absent'}.\nRating: [[{2 if hit else 0}]]"
+
+    return rate
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("latent")
+    tm = make_tiny_target_model("gemma3", n_layers=3, hidden=64, seed=4)
+    catalog = training_catalog(tm, write_sae(tmp / "params.npz"), tmp / "cache")
+    SequentialRunner().run(training_pipeline(), catalog)
+    return tm, catalog.load("method_artifacts"), catalog.load("concepts_meta"), tmp
+
+
+def latent_catalog(tm, arts, meta, client, cache_path, params: LatentEvalParams) -> DataCatalog:
+    return DataCatalog(
+        {
+            "latent_eval_data": MemoryDataset(
+                make_latent_eval_data(n_concepts=3, n_pos=4, n_neg=4, n_hard=1)
+            ),
+            "concepts_meta": MemoryDataset(meta),
+            "method_artifacts": MemoryDataset(arts, copy_mode="assign"),
+            "target_model": MemoryDataset(tm, copy_mode="assign"),
+            "generator_llm": MemoryDataset(client, copy_mode="assign"),
+            "latent_cache": MemoryDataset(ArtifactStore(cache_path), copy_mode="assign"),
+            "params:run": MemoryDataset(
+                RunSettings(setting="tiny", layer=LAYER, seed=42), copy_mode="assign"
+            ),
+            "params:latent_eval": MemoryDataset(params, copy_mode="assign"),
+            **{
+                name: KeptMemoryDataset()
+                for name in ("latent_scores", "imbalance_scores", "imbalance_negatives")
+            },
+        }
+    )
+
+
+def test_latent_eval_end_to_end(trained) -> None:
+    tm, arts, meta, tmp = trained
+    params = LatentEvalParams(prompt_detection={"max_new_tokens": 24})
+    with FakeOpenAIServer(reply_fn=make_rater()) as server:
+        client = client_for(server, tmp / "llm.sqlite")
+        catalog = latent_catalog(tm, arts, meta, client, tmp / "latent_cache", params)
+        SequentialRunner().run(latent_pipeline(), catalog)
+        n_requests = len(server.requests)
+    scores = catalog.load("latent_scores")
+    metrics = catalog.load("latent_metrics")
+    data = make_latent_eval_data(n_concepts=3, n_pos=4, n_neg=4, n_hard=1)
+    methods = ["DiffMean", "PCA", "LAT", "Probe", "ReFT-r1", "SSV", "SAE", "SAE-A", "BoW", "Prompt"]
+    assert set(scores["method"]) == set(methods)
+    assert (scores.groupby("method").size() == len(data)).all()
+    assert list(scores.columns[:7]) == ["concept_id", "row_id", "category", "method", "max_act", "max_act_idx",
+                                        "max_token"]  # fmt: skip
+    assert (scores["max_act"] == scores["max_act"].round(3)).all()
+    prompt = scores[scores["method"] == "Prompt"].set_index("row_id")
+    assert set(prompt["max_act"]) <= {-1.0, 0.0, 2.0} and (prompt["max_act"] == -1).any()
+    assert n_requests == len(data)
+    usage = catalog.load("latent_eval_llm_usage")
+    assert int(usage["calls"].iloc[0]) == len(data) and int(usage["parse_failures"].iloc[0]) >= 1
+
+    assert set(METRIC_COLUMNS) <= set(metrics.columns)
+    assert {"f1_imb", "precision_imb", "recall_imb", "auroc_imb"} <= set(metrics.columns)
+    assert len(metrics) == 3 * len(methods)
+    assert metrics["roc_auc"].between(0, 1).all()
+    bow = metrics[metrics["method"] == "BoW"]
+    assert bow["roc_auc"].mean() > 0.8  # the synthetic concepts are lexical
+    assert (
+        metrics.loc[metrics["method"] == "Prompt", "f1_imb"].isna().all()
+    )  # no LLM call per (negative, concept)
+    assert metrics.loc[metrics["method"] == "DiffMean", "auroc_imb"].notna().all()
+    assert (metrics["n_hard_negative"] == 1).all()
+
+    imb = catalog.load("imbalance_scores")
+    pool = catalog.load("imbalance_negatives")
+    assert len(pool) == 12  # every negative of the tiny set (fewer than 4 × 100)
+    assert len(imb[imb["method"] == "DiffMean"]) == 12 * 3
+    own = scores[scores["method"] == "DiffMean"].set_index("row_id")
+    for rec in pool.itertuples():
+        cid = int(data.loc[rec.source_row_id, "concept_id"])
+        mine = imb[
+            (imb["method"] == "DiffMean") & (imb["neg_row_id"] == rec.neg_row_id) & (imb["concept_id"] == cid)
+        ]
+        assert float(mine["max_act"].iloc[0]) == pytest.approx(
+            float(own.loc[rec.source_row_id, "max_act"]), abs=1e-3
+        )
+
+    mags = catalog.load("max_activations")
+    assert set(mags["method"]) == {"DiffMean", "PCA", "LAT", "Probe", "ReFT-r1", "SSV", "SAE", "SAE-A"}
+    expected = scores[scores["method"] == "DiffMean"].groupby("concept_id")["max_act"].max()
+    got = mags[mags["method"] == "DiffMean"].set_index("concept_id")
+    assert np.allclose(got.loc[expected.index, "max_act"], expected)
+    assert ((mags["magnitude_base"] > 0) & ((mags["max_act"] > 0) | (mags["magnitude_base"] == 50.0))).all()
+    assert set(mags["source"]) == {"latent_eval"}
+    assert isinstance(catalog.load("latent_roc_plot"), Figure)
+
+    # rerun: scores come from the caches (no forward pass, no LLM call)
+    with FakeOpenAIServer(reply_fn=make_rater()) as server:
+        client = client_for(server, tmp / "llm.sqlite")
+        again = latent_catalog(tm, arts, meta, client, tmp / "latent_cache", params)
+        SequentialRunner().run(latent_pipeline(), again)
+        assert len(server.requests) == 0
+    pd.testing.assert_frame_equal(again.load("latent_scores"), scores)
+
+
+def test_prompt_detection_can_be_excluded(trained) -> None:
+    tm, arts, meta, tmp = trained
+    params = LatentEvalParams(exclude_methods=["Prompt", "SAE-A"], use_cache=False)
+    catalog = latent_catalog(tm, arts, meta, None, tmp / "unused", params)
+    SequentialRunner().run(latent_pipeline(), catalog)
+    scores = catalog.load("latent_scores")
+    assert "Prompt" not in set(scores["method"]) and "SAE-A" not in set(scores["method"])
+    assert int(catalog.load("latent_eval_llm_usage")["calls"].iloc[0]) == 0

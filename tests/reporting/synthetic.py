@@ -1,0 +1,209 @@
+"""Small synthetic upstream results with exactly the protocol columns (§1.1, §1.7, §1.12–§1.15, LLM ledgers).
+
+The numbers are random but seeded; steering_selection is derived from steering_scores with the real selection rule
+(``metrics.steering.select_factors``), so the frames are mutually consistent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from axbench_kedro.metrics.steering import select_factors
+
+FACTORS = [0.2, 0.4, 1.0, 2.0, 5.0]
+RANK1 = ["DiffMean", "ReFT-r1", "SAE"]
+FACTOR_FREE = ["Prompt"]
+DETECTORS = ["DiffMean", "ReFT-r1", "SAE"]
+USAGE_COLUMNS = ["stage", "model", "calls", "cache_hits", "input_tokens", "output_tokens", "cost_usd"]
+
+
+def concepts_meta(n_concepts: int = 4) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "concept_id": np.arange(n_concepts, dtype="int64"),
+            "concept": [f"synthetic concept number {i}" for i in range(n_concepts)],
+            "ref": ["null"] * n_concepts,
+            "sae_id": np.full(n_concepts, -1, dtype="int64"),
+            "concept_genres": [["text"] for _ in range(n_concepts)],
+        }
+    )
+
+
+def latent_scores(n_concepts: int = 4, seed: int = 0, per_category: int = 6) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    row_id = 0
+    for c in range(n_concepts):
+        for category, shift in (("positive", 1.0), ("negative", 0.0), ("hard negative", 0.6)):
+            for _ in range(per_category):
+                for k, method in enumerate(DETECTORS):
+                    rows.append(
+                        {
+                            "concept_id": c,
+                            "row_id": row_id,
+                            "category": category,
+                            "method": method,
+                            "max_act": round(float(rng.normal(shift * (1.5 - 0.4 * k), 0.7)), 3),
+                            "max_act_idx": int(rng.integers(0, 20)),
+                            "max_token": "tok",
+                        }
+                    )
+                row_id += 1
+    return pd.DataFrame(rows).astype({"concept_id": "int64", "row_id": "int64", "max_act_idx": "int64"})
+
+
+def latent_metrics(n_concepts: int = 4, seed: int = 0, offset: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed + 100)
+    rows = []
+    for k, method in enumerate(DETECTORS):
+        for c in range(n_concepts):
+            auc = float(np.clip(0.95 - 0.15 * k + offset + rng.normal(0, 0.02), 0, 1))
+            rows.append(
+                {
+                    "concept_id": c,
+                    "method": method,
+                    "roc_auc": auc,
+                    "youden_threshold": 0.5,
+                    "positive_acc_youden": auc,
+                    "hard_negative_acc_youden": 0.5,
+                    "hardneg_macro_acc": (auc + 0.5) / 2,
+                    "pr_threshold": 0.4,
+                    "precision": auc - 0.1,
+                    "recall": auc,
+                    "f1": auc - 0.05,
+                    "overall_accuracy": auc - 0.02,
+                    "positive_acc": auc,
+                    "negative_acc": auc - 0.05,
+                    "hard_negative_acc": 0.5,
+                    "macro_acc": auc - 0.1,
+                    "max_act": 3.0,
+                    "min_act": -1.0,
+                    "f1_imb": auc / 3,
+                    "precision_imb": auc / 4,
+                    "recall_imb": auc,
+                    "auroc_imb": auc,
+                }
+            )
+    return pd.DataFrame(rows).astype({"concept_id": "int64"})
+
+
+def steering_scores(n_concepts: int = 4, seed: int = 0, offset: float = 0.0) -> pd.DataFrame:
+    """§1.13 rows: rank-1 methods over the factor grid, factor-free methods at factor 0 (no grid)."""
+    rng = np.random.default_rng(seed + 200)
+    rows = []
+    for method in RANK1 + FACTOR_FREE:
+        grid = FACTORS if method in RANK1 else [0.0]
+        for c in range(n_concepts):
+            peak = rng.uniform(0.3, 1.5)
+            for split in ("selection", "test"):
+                for f in grid:
+                    base = np.exp(-((np.log(f / 1.0)) ** 2)) if f > 0 else 0.8
+                    hm = float(np.clip(peak * base + offset + rng.normal(0, 0.1), 0, 2))
+                    rows.append(
+                        {
+                            "concept_id": c,
+                            "method": method,
+                            "dataset_name": "AlpacaEval",
+                            "split": split,
+                            "factor": float(f),
+                            "n": 5,
+                            "lm_judge_rating": hm,
+                            "relevance_concept_ratings": float(np.clip(hm + 0.3, 0, 2)),
+                            "relevance_instruction_ratings": float(np.clip(2 - hm / 2, 0, 2)),
+                            "fluency_ratings": float(np.clip(1.8 - 0.1 * f, 0, 2)),
+                            "perplexity": float(20 + 5 * f),
+                        }
+                    )
+    return pd.DataFrame(rows).astype({"concept_id": "int64", "n": "int64"})
+
+
+def steering_selection(scores: pd.DataFrame) -> pd.DataFrame:
+    return select_factors(scores, factor_free_methods=FACTOR_FREE)
+
+
+def steering_summary(selection: pd.DataFrame, setting: str, judge_kind: str = "proxy") -> pd.DataFrame:
+    grouped = selection.groupby("method", sort=True)
+    return pd.DataFrame(
+        {
+            "method": list(grouped.groups),
+            "setting": setting,
+            "judge_kind": judge_kind,
+            "judge_model": "all-MiniLM-L6-v2" if judge_kind == "proxy" else "gpt-4o-mini-2024-07-18",
+            "overall": grouped["test_hm"].mean().to_numpy(),
+            "concept": grouped["test_concept"].mean().to_numpy(),
+            "instruction": grouped["test_instruction"].mean().to_numpy(),
+            "fluency": grouped["test_fluency"].mean().to_numpy(),
+            "perplexity": grouped["test_perplexity"].mean().to_numpy(),
+            "winrate_vs_prompt": 0.5,
+            "n_concepts": grouped["concept_id"].nunique().to_numpy(),
+            "parse_failures": 0,
+        }
+    )
+
+
+def judgements(n_concepts: int = 2, seed: int = 0, judge_kind: str = "proxy") -> pd.DataFrame:
+    rng = np.random.default_rng(seed + 300)
+    rows = []
+    for method in RANK1 + FACTOR_FREE:
+        for c in range(n_concepts):
+            for input_id in range(2):
+                for criterion in ("concept", "instruction", "fluency"):
+                    ok = bool(rng.random() > 0.1)
+                    rows.append(
+                        {
+                            "dataset_name": "AlpacaEval",
+                            "concept_id": c,
+                            "input_id": input_id,
+                            "factor": 1.0,
+                            "method": method,
+                            "criterion": criterion,
+                            "rating": float(rng.integers(0, 3)) if ok else 0.0,
+                            "parse_ok": ok,
+                            "raw_completion": "Rating: [[1]]",
+                            "judge_kind": judge_kind,
+                            "judge_model": "all-MiniLM-L6-v2",
+                            "temperature": 0.0,
+                            "template_sha256": f"{criterion[:3]}" + "0" * 61,
+                            "parse_rule": "axbench-v1",
+                            "seed": 42 + c,
+                        }
+                    )
+    return pd.DataFrame(rows).astype({"concept_id": "int64", "input_id": "int64", "seed": "int64"})
+
+
+def llm_usage(stage: str, calls: int = 10) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "stage": stage,
+                "model": "gpt-4o-mini-2024-07-18",
+                "calls": calls,
+                "cache_hits": calls // 2,
+                "input_tokens": 100 * calls,
+                "output_tokens": 20 * calls,
+                "cost_usd": 0.0001 * calls,
+            }
+        ],
+        columns=USAGE_COLUMNS,
+    )
+
+
+def upstream(
+    setting: str, *, n_concepts: int = 4, seed: int = 0, offset: float = 0.0
+) -> dict[str, pd.DataFrame]:
+    """Every upstream dataset the reporting pipeline reads, keyed by catalog name."""
+    scores = steering_scores(n_concepts, seed, offset)
+    selection = steering_selection(scores)
+    return {
+        "concepts_meta": concepts_meta(n_concepts),
+        "latent_scores": latent_scores(n_concepts, seed),
+        "latent_metrics": latent_metrics(n_concepts, seed, offset),
+        "steering_scores": scores,
+        "steering_selection": selection,
+        "steering_summary": steering_summary(selection, setting),
+        "judgements": judgements(min(n_concepts, 2), seed),
+        "datagen_llm_usage": llm_usage("datagen"),
+        "latent_eval_llm_usage": llm_usage("latent_eval", 0),
+        "steering_llm_usage": llm_usage("steering_eval", 20),
+    }

@@ -1,0 +1,140 @@
+"""Run card: provenance, judge record, ledger, timings (or n/a) and secret redaction."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from axbench_kedro.reporting.run_card import (
+    collect_provenance,
+    normalise_timings,
+    redact,
+    render_run_card,
+    safe_url,
+)
+from axbench_kedro.reporting.tables import llm_usage
+
+from . import synthetic
+
+SECRET = "sk-proj-THISisAplantedTESTkey0123"
+
+
+def _card(**overrides: object) -> str:
+    up = synthetic.upstream("embedded_270m_l9")
+    kwargs: dict[str, object] = {
+        "setting": "embedded_270m_l9",
+        "layer": 9,
+        "seed": 42,
+        "model": {
+            "source": "embedded",
+            "name_or_path": "google/gemma-3-270m",
+            "dtype": "auto",
+            "gguf_file": None,
+        },
+        "generator": {"backend": "openai", "model": "gpt-4o-mini-2024-07-18", "base_url": None},
+        "judge": {"kind": "proxy", "backend": "openai", "model": "gpt-4o-mini-2024-07-18", "base_url": None},
+        "provenance": collect_provenance(["kedro", "pandas", "surely-not-installed-pkg"]),
+        "concepts_meta": up["concepts_meta"],
+        "judgements": up["judgements"],
+        "usage": llm_usage(up["datagen_llm_usage"], up["steering_llm_usage"]),
+        "timings": normalise_timings({"datagen": 12.34, "steering_eval": 56.7}),
+        "sources": pd.DataFrame(
+            [
+                {
+                    "setting": "gemma2_2b_l20",
+                    "dataset": "steering_selection",
+                    "version": "2025-01-01T00.00.00.000Z",
+                    "filepath": "/x",
+                }
+            ]  # fmt: skip
+        ),
+        "methods": ["DiffMean", "Prompt"],
+        "max_listed_concepts": 2,
+    }
+    kwargs.update(overrides)
+    return render_run_card(**kwargs)  # type: ignore[arg-type]
+
+
+def test_run_card_records_the_protocol_fields() -> None:
+    card = _card()
+    assert card.startswith("# Run card: embedded_270m_l9")
+    for needle in (
+        "| layer | 9 |",
+        "| run seed | 42 |",
+        "| model name_or_path | google/gemma-3-270m |",
+        "| kind (configured) | proxy |",
+        "| parse rules | axbench-v1 |",
+        "| temperatures | 0.0 |",
+        "con" + "0" * 61,  # template hash of the concept criterion
+        "4 concepts.",
+        "- 0: synthetic concept number 0",
+        "- … and 2 more",
+        "generation seeds in judgements: 42, 43",
+        "| datagen | 12.3 s |",
+        "| steering_eval | 56.7 s |",
+        "| gemma2_2b_l20 | steering_selection | 2025-01-01T00.00.00.000Z |",
+        "| kedro |",
+        "| surely-not-installed-pkg | not installed |",
+        "git commit:",
+        "not comparable",
+    ):
+        assert needle in card, needle
+    assert "gguf_file" not in card
+    usage_line = next(line for line in card.splitlines() if line.startswith("| total |"))
+    assert "| 30 | 15 | 3000 | 600 | 0.0030 |" in usage_line
+
+
+def test_missing_timings_and_ledger_show_na() -> None:
+    card = _card(timings=normalise_timings(None), usage=None, sources=None)
+    section = card.split("## Wall time per pipeline", 1)[1].split("##", 1)[0]
+    assert section.strip() == "n/a"
+    assert "n/a (no ledger)" in card
+    assert "none (this report covers the current setting only)" in card
+
+
+def test_normalise_timings_accepts_the_usual_shapes() -> None:
+    expected = pd.DataFrame({"pipeline": ["a", "b"], "wall_s": [1.0, 2.5]})
+    for raw in (
+        {"a": 1.0, "b": 2.5},
+        {"a": {"wall_s": 1.0}, "b": {"wall_s": 2.5}},
+        [{"pipeline": "a", "wall_s": 1.0}, {"pipeline": "b", "wall_s": 2.5}],
+        expected,
+    ):
+        pd.testing.assert_frame_equal(normalise_timings(raw), expected, check_dtype=False)
+    assert normalise_timings(None).empty
+    assert normalise_timings({}).empty
+
+
+def test_secrets_never_reach_the_card(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-abcdefgh12345")
+    card = _card(
+        judge={
+            "kind": "llm",
+            "model": "m",
+            "base_url": f"https://user:{SECRET}@llm.example.com:8443/v1?api_key=x",
+        },
+        generator={"backend": "openai", "model": "m", "base_url": "http://localhost:8000/v1"},
+        concepts_meta=pd.DataFrame({"concept_id": [0], "concept": [f"leak {SECRET} and tok-abcdefgh12345"]}),
+    )
+    assert SECRET not in card and "tok-abcdefgh12345" not in card
+    assert "| base URL | https://llm.example.com:8443/v1 |" in card
+    assert "| generator base URL | http://localhost:8000/v1 |" in card
+    assert "[redacted]" in card
+
+
+def test_redact_and_safe_url_units() -> None:
+    assert redact("key sk-abcdefghijklmnop end", environ={}) == "key [redacted] end"
+    assert redact("value hunter2hunter2", environ={"DB_PASSWORD": "hunter2hunter2"}) == "value [redacted]"
+    assert redact("short abc", environ={"X_KEY": "abc"}) == "short abc"  # too short to be a key
+    assert redact("plain text", environ={"HOME": "plain text"}) == "plain text"  # not a secret name
+    assert safe_url(None) == "n/a" and safe_url("") == "n/a"
+    assert safe_url("https://a:b@h.io/v1?k=1#f") == "https://h.io/v1"
+    assert safe_url("not a url") == "[redacted]"
+
+
+def test_provenance_fields() -> None:
+    prov = collect_provenance(["kedro"])
+    assert set(prov) >= {"python", "platform", "packages", "git_commit", "git_dirty", "generated_at"}
+    assert prov["packages"]["kedro"].startswith("1.")
+    assert prov["git_commit"]  # a hash or an explicit n/a
