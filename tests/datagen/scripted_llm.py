@@ -9,6 +9,7 @@ Three concepts with known answers:
   kept; distinctness YES (after a NO), NO, YES → 2 hard negatives (discount, share).
 
 Responses: G5 = 40 vocabulary words (longer than T), G6 = a short plain answer, G7 = ``<FINAL>`` + text.
+Other concepts get genre ``Text`` and no related words.
 """
 
 from __future__ import annotations
@@ -72,9 +73,9 @@ class ScriptedGenerator:
         self.calls[kind] += 1
         concept = next((c for c in CONCEPTS if c in content), None)
         if kind == "genre":
-            return GENRE_REPLY[concept]
+            return GENRE_REPLY.get(concept, "Text")
         if kind == "related_words":
-            return WORDS_REPLY[concept]
+            return WORDS_REPLY.get(concept, "<NONE>")
         if kind == "other_meaning":
             word = re.search(r'The word "([^"]+)"', content).group(1)
             return MEANING_REPLY[word]

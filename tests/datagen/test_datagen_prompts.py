@@ -1,0 +1,69 @@
+"""The G1–G7 templates in both styles: fields, request settings, base-style reply adapters."""
+
+from __future__ import annotations
+
+import pytest
+
+from axbench_kedro.datagen.parsing import is_distinct, parse_genres, parse_related_words
+from axbench_kedro.datagen.prompts import KINDS, REQUIRED_FIELDS, DatagenPrompts, template_name
+from axbench_kedro.errors import AxbenchConfigError
+
+
+@pytest.mark.parametrize("style", ["chat", "base"])
+def test_templates_load_with_their_fields(style):
+    prompts = DatagenPrompts(style)
+    assert set(prompts.templates) == set(KINDS)
+    for kind, template in prompts.templates.items():
+        assert template.name == template_name(kind, style)
+        assert set(template.fields) <= REQUIRED_FIELDS[kind]
+        if style == "chat":
+            assert set(template.fields) == REQUIRED_FIELDS[kind]
+    assert len(set(prompts.hashes.values())) == len(KINDS)
+
+
+def test_chat_templates_ask_for_the_protocol_output_formats():
+    t = DatagenPrompts("chat").templates
+    assert "<NONE>" in t["genre"].text and all(g in t["genre"].text for g in ("Text", "Code", "Math"))
+    assert "<NONE>" in t["related_words"].text and "one word per line" in t["related_words"].text
+    assert "<NONE>" in t["other_meaning"].text
+    assert "Answer: <YES>" in t["distinct"].text and "Answer: <NO>" in t["distinct"].text
+    assert "<FINAL>" in t["contrast"].text
+
+
+def test_requests_carry_sampling_settings_and_style():
+    chat = DatagenPrompts("chat", temperature=1.0)
+    req = chat.request("with_concept", sample_index=3, instruction="Name a fruit", concept="cats")
+    assert req.messages[0][0] == "user" and len(req.messages) == 1  # one user message, no system message
+    assert "Name a fruit" in req.text and "cats" in req.text
+    assert (req.temperature, req.max_tokens, req.sample_index, req.raw_prompt) == (1.0, None, 3, None)
+    base = DatagenPrompts("base", temperature=0.7, top_p=0.9, response_max_tokens=40)
+    req = base.request("without_concept", instruction="Name a fruit", concept="cats")
+    assert req.raw_prompt is True and req.max_tokens == 40 and req.top_p == 0.9
+    assert "cats" not in req.text  # the base template does not prime the concept it must avoid
+    assert base.request("genre", concept="cats").max_tokens == 4
+
+
+def test_base_replies_are_cut_and_prefixed_for_the_protocol_parsers():
+    base = DatagenPrompts("base")
+    assert parse_genres(base.reply("genre", " Code\n\nTopic: x\nKind: Math")) == ["code"]
+    words = base.reply("related_words", "\nwhiskers\nkitten\n\nTopic: dogs\nWords:\nbone")
+    assert parse_related_words(words) == ["whiskers", "kitten"]
+    assert is_distinct(base.reply("distinct", " <YES>\n\nA: x\nB: y\nAnswer: <NO>"))
+    assert not is_distinct(base.reply("distinct", " <NO>\n\nA: x\nB: y\nAnswer: <YES>"))
+    assert base.reply("with_concept", " Cats nap.\nThey purr.\n\nTopic: x") == "Cats nap.\nThey purr."
+    assert base.reply("with_concept", " Cats nap.\nQuestion: next") == "Cats nap."
+    assert DatagenPrompts("chat").reply("genre", "Code\nMath") == "Code\nMath"  # chat replies untouched
+
+
+def test_bad_style_and_template_fields(tmp_path):
+    with pytest.raises(AxbenchConfigError, match="prompt_style"):
+        DatagenPrompts("instruct")
+    for kind in KINDS:
+        fields = " ".join("{" + f + "}" for f in sorted(REQUIRED_FIELDS[kind]))
+        (tmp_path / f"{template_name(kind, 'chat')}.txt").write_text(f"x {fields}")
+    (tmp_path / "gen_genre.txt").write_text("Classify {concept} for {audience}")
+    with pytest.raises(AxbenchConfigError, match="gen_genre"):
+        DatagenPrompts("chat", prompts_dir=tmp_path)
+    (tmp_path / "gen_genre.txt").write_text("Classify it")
+    with pytest.raises(AxbenchConfigError, match="gen_genre"):
+        DatagenPrompts("chat", prompts_dir=tmp_path)
