@@ -136,6 +136,7 @@ def test_artifacts_dataset_round_trip_with_versions(tmp_path) -> None:
             assert torch.equal(loaded[name].tensors[key], t)
     assert not loaded["SAE-A"].ok and loaded["SAE-A"].skip_reason == "no SAE"
     assert loaded["DiffMean"].meta["fingerprint"] == arts["DiffMean"].fingerprint()
+    assert all(loaded[n].fingerprint() == arts[n].fingerprint() for n in arts)  # stable through the disk
     assert (
         tmp_path / "method_artifacts" / "2026-01-01T00.00.00.000Z" / "method_artifacts" / "DiffMean.json"
     ).is_file()

@@ -170,3 +170,14 @@ def test_rerun_is_served_from_the_cache(tm, concepts, tmp_path) -> None:
     changed, s3 = _train(tm, concepts, ["SSV"], hp={"SSV": {"lr": 2e-2}}, store=store)
     assert s3.set_index("method").loc["SSV", "cached_concepts"] == 0
     assert not torch.equal(changed["SSV"].tensors["weight"], first["SSV"].tensors["weight"])
+
+
+def test_bfloat16_tail_trains_and_is_keyed_separately(tm, concepts, tmp_path) -> None:
+    store = ArtifactStore(tmp_path)
+    hp = {"ReFT-r1": {"epochs": 6, "lr": 5e-2}}
+    arts, _ = _train(tm, concepts, ["ReFT-r1"], hp=hp, store=store, lm_objective_dtype=torch.bfloat16)
+    for losses in arts["ReFT-r1"].meta["train_loss"]:
+        assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
+    assert arts["ReFT-r1"].tensors["weight"].dtype == torch.float32
+    _, summary = _train(tm, concepts, ["ReFT-r1"], hp=hp, store=store)  # float32 tail: not the bf16 entries
+    assert summary.set_index("method").loc["ReFT-r1", "cached_concepts"] == 0

@@ -221,8 +221,12 @@ class MethodArtifact:
 
     def fingerprint(self) -> str:
         """SHA-256 of the tensors and metadata (used as a cache key by later pipelines)."""
-        h = hashlib.sha256()
-        h.update(repr(sorted((k, repr(v)) for k, v in self.meta.items() if k != "fingerprint")).encode())
+        h = hashlib.sha256(self.method.encode())
+        h.update(
+            repr(
+                sorted((k, repr(v)) for k, v in self.meta.items() if k not in ("fingerprint", "method"))
+            ).encode()
+        )
         for name in sorted(self.tensors):
             t = self.tensors[name].detach().cpu().contiguous()
             h.update(name.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())

@@ -26,7 +26,76 @@ from axbench_kedro.lm.activations import decoder_layers
 from axbench_kedro.lm.types import TargetModel
 from axbench_kedro.methods.activations import LMBatch
 
-__all__ = ["LMTail"]
+__all__ = ["LMTail", "linear_cross_entropy"]
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Mean CE of ``softcap(hidden @ weight.T)`` against ``labels``, in vocabulary chunks, gradient for ``hidden``.
+
+    The ``[N, vocab]`` logits are never materialised: the forward keeps a running log-sum-exp over vocabulary
+    chunks, the backward recomputes each chunk's logits (the head weight is read once per pass either way, and
+    nothing of size N × 262k ever leaves the cache).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, softcap, chunk):  # type: ignore[no-untyped-def]
+        n = hidden.shape[0]
+        lse = torch.full((n,), float("-inf"), device=hidden.device)
+        picked = torch.zeros(n, device=hidden.device)
+        for start in range(0, weight.shape[0], chunk):
+            logits = _chunk_logits(hidden, weight[start : start + chunk], softcap)
+            lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=1))
+            inside = (labels >= start) & (labels < start + logits.shape[1])
+            if inside.any():
+                rows = inside.nonzero()[:, 0]
+                picked[rows] = logits[rows, labels[rows] - start]
+        ctx.save_for_backward(hidden, weight, labels, lse)
+        ctx.softcap, ctx.chunk = softcap, chunk
+        return (lse - picked).sum() / max(n, 1)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[no-untyped-def]
+        hidden, weight, labels, lse = ctx.saved_tensors
+        scale = grad_out / max(hidden.shape[0], 1)
+        grad = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
+        for start in range(0, weight.shape[0], ctx.chunk):
+            w = weight[start : start + ctx.chunk]
+            raw = (hidden @ w.T).float()
+            if ctx.softcap is not None:
+                t = torch.tanh(raw / ctx.softcap)
+                g = torch.exp(t * ctx.softcap - lse[:, None])
+            else:
+                g = torch.exp(raw - lse[:, None])
+            inside = (labels >= start) & (labels < start + w.shape[0])
+            if inside.any():
+                rows = inside.nonzero()[:, 0]
+                g[rows, labels[rows] - start] -= 1.0
+            g.mul_(scale)
+            if ctx.softcap is not None:
+                g.mul_(1.0 - t * t)
+            grad += (g.to(weight.dtype) @ w).float()
+        return grad.to(hidden.dtype), None, None, None, None
+
+
+def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    logits = (h @ weight.T).float()
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    softcap: float | None = None,
+    chunk: int = 32768,
+) -> torch.Tensor:
+    """``F.cross_entropy(softcap(hidden @ weight.T).float(), labels)`` without materialising all logits.
+
+    ``weight`` is treated as frozen (no gradient); ``hidden`` gets the exact gradient.
+    """
+    return _LinearCrossEntropy.apply(hidden, weight, labels, softcap, chunk)
 
 
 class _PassThrough(nn.Module):
@@ -105,4 +174,6 @@ class LMTail:
         final = self.final_hidden(hidden, batch.attention_mask)
         b_idx, t_idx = batch.target.nonzero(as_tuple=True)
         labels = batch.input_ids[b_idx, t_idx + 1]
-        return F.cross_entropy(self.logits(final[b_idx, t_idx]), labels)
+        return linear_cross_entropy(
+            final[b_idx, t_idx].to(self.dtype), self.head_weight, labels, self.softcap
+        )

@@ -122,7 +122,9 @@ def derive_seed(run_seed: int, concept_id: int, stage: str) -> int:
 
 def skipped_artifact(method: Method, reason: str, base_meta: dict[str, Any]) -> MethodArtifact:
     """An artefact that records why ``method`` did not run (no tensors)."""
-    return MethodArtifact(method.name, {}, dict(base_meta, status="skipped", skip_reason=reason))
+    return MethodArtifact(
+        method.name, {}, dict(base_meta, method=method.name, status="skipped", skip_reason=reason)
+    )
 
 
 class _Resources:
@@ -255,7 +257,7 @@ def train_methods(
         if reason:
             log.warning("training: %s skipped: %s", method.name, reason)
             artifacts[method.name] = skipped_artifact(
-                method, reason, dict(base_meta, hyperparameters=hp.model_dump())
+                method, reason, dict(base_meta, hyperparameters=hp.model_dump(mode="json"))
             )
             continue
         runnable.append((method, hp))
@@ -308,7 +310,11 @@ def train_methods(
         rows = results[method.name]
         tensors, extra_meta = method.stack(rows, concepts)  # type: ignore[arg-type]
         meta = dict(
-            base_meta, hyperparameters=hp.model_dump(mode="json"), method_version=method.version, **extra_meta
+            base_meta,
+            method=method.name,
+            hyperparameters=hp.model_dump(mode="json"),
+            method_version=method.version,
+            **extra_meta,
         )
         ordered[method.name] = MethodArtifact(method.name, tensors, meta)
         log.info(

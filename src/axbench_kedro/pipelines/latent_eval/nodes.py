@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from axbench_kedro.cache import content_key
 from axbench_kedro.config.common import RunSettings
 from axbench_kedro.config.latent_eval import LatentEvalParams
-from axbench_kedro.errors import AxbenchDataError
+from axbench_kedro.errors import AxbenchConfigError, AxbenchDataError
 from axbench_kedro.lm.chat import format_detect
 from axbench_kedro.lm.types import TargetModel
 from axbench_kedro.methods.base import MethodArtifact
@@ -120,16 +120,17 @@ def sample_imbalance_negatives(
 
 
 def detection_artifacts(
-    method_artifacts: Mapping[str, MethodArtifact], exclude: list[str]
+    method_artifacts: Mapping[str, MethodArtifact], exclude: list[str], log_skipped: bool = False
 ) -> dict[str, MethodArtifact]:
-    """The trained, detecting, not-excluded artefacts (skipped ones are logged)."""
+    """The trained, detecting, not-excluded artefacts (skipped ones are logged when ``log_skipped``)."""
     out = {}
     for name, art in method_artifacts.items():
         method = get_method(name)
         if not method.detects or name in exclude:
             continue
         if not art.ok:
-            log.warning("latent_eval: %s not scored (training skipped it: %s)", name, art.skip_reason)
+            if log_skipped:
+                log.warning("latent_eval: %s not scored (training skipped it: %s)", name, art.skip_reason)
             continue
         out[name] = art
     return out
@@ -169,12 +170,13 @@ def score_model_methods(
         ``neg_row_id, concept_id, method, max_act``.
     """
     data = _check_latent(latent_eval_data)
-    arts = detection_artifacts(method_artifacts, latent_eval.exclude_methods)
+    arts = detection_artifacts(method_artifacts, latent_eval.exclude_methods, log_skipped=True)
     arts = {n: a for n, a in arts.items() if get_method(n).detection_kind in ("activation", "text")}
     for name, art in arts.items():
         if art.meta.get("layer") is not None and int(art.meta["layer"]) != run.layer:
-            raise AxbenchDataError(
-                f"method_artifacts[{name}] was trained at layer {art.meta['layer']}, run.layer is {run.layer}"
+            raise AxbenchConfigError(
+                f"run.layer: {run.layer} differs from the layer {art.meta['layer']} method_artifacts[{name}] was "
+                "trained at"
             )
     key = content_key(
         {

@@ -279,6 +279,39 @@ def _batches(units: pd.DataFrame, tm: TargetModel, batch_size: int) -> list[list
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+@dataclass
+class _Runtime:
+    """The functions and settings one generation pass uses."""
+
+    tm: TargetModel
+    params: SteeringEvalParams
+    layer: int
+    generate_fn: Callable[..., list[Any]]
+    sample_fn: Callable[..., list[Any]]
+    perplexity_fn: Callable[..., list[float]]
+    row_seed: Callable[[int, int], int]
+
+
+def _generate_batch(rt: _Runtime, plan: MethodPlan, units: pd.DataFrame, batch: list[int], seed: int) -> list:
+    """Sample the batch's rows (steered when the method has vectors) with the batch seed."""
+    g = rt.params.generation
+    prompts = [units.at[u, "prompt"] for u in batch]
+    common = {
+        "max_new_tokens": g.max_new_tokens,
+        "batch_size": len(batch),
+        "seed": seed,
+        "temperature": g.temperature,
+        "top_k": g.top_k,
+        "top_p": g.top_p,
+        "desc": f"{plan.method} batch",
+    }
+    if plan.vectors is None:
+        return rt.sample_fn(rt.tm, prompts, **common)
+    rows = [plan.rows[int(units.at[u, "concept_id"])] for u in batch]
+    strengths = torch.tensor([units.at[u, "strength"] for u in batch], dtype=torch.float32)
+    return rt.generate_fn(rt.tm, prompts, plan.vectors[rows], strengths, rt.layer, **common)
+
+
 def generate_plans(
     plans: Sequence[MethodPlan],
     prompts: pd.DataFrame,
@@ -311,58 +344,39 @@ def generate_plans(
     from axbench_kedro.lm.scoring import perplexities
     from axbench_kedro.lm.steering import steered_generate
 
-    generate_fn = generate_fn or steered_generate
-    sample_fn = sample_fn or sample_generate
-    perplexity_fn = perplexity_fn or perplexities
+    rt = _Runtime(
+        tm,
+        params,
+        layer,
+        generate_fn or steered_generate,
+        sample_fn or sample_generate,
+        perplexity_fn or perplexities,
+        row_seed,
+    )
     stats = stats if stats is not None else GenerationStats()
-    g = params.generation
     keys = ["dataset_name", "concept_id", "input_id"]
     unique_prompts = prompts.drop_duplicates(keys).sort_values(keys, kind="stable")
-    ppl_prompt = {  # perplexity is always measured given the unsteered F-prompt of the original instruction
-        tuple(k): inp for *k, inp in unique_prompts[[*keys, "input"]].itertuples(index=False)
-    }
-    planned = [(plan, *plan_units(plan, unique_prompts, g.prompt_replicates)) for plan in plans]
-    total = sum(len(units) for _, units, _ in planned)
+    # Perplexity is always measured given the unsteered F-prompt of the original instruction.
+    ppl_prompt = {tuple(k): inp for *k, inp in unique_prompts[[*keys, "input"]].itertuples(index=False)}
+    planned = [
+        (plan, *plan_units(plan, unique_prompts, params.generation.prompt_replicates)) for plan in plans
+    ]
     frames = []
     start = time.perf_counter()
-    with tqdm(total=total, desc="steering generation", unit="row") as bar:
+    with tqdm(total=sum(len(u) for _, u, _ in planned), desc="steering generation", unit="row") as bar:
         for plan, units, rows in planned:
             payloads = _unit_payloads(units, tm, layer, params)
+            prompt_of_unit = rows.drop_duplicates("unit").set_index("unit")[keys]
             results: dict[int, dict[str, Any]] = {}
-            first_key = rows.drop_duplicates("unit").set_index("unit")[keys]
-            for batch in _batches(units, tm, g.batch_size):
+            for batch in _batches(units, tm, params.generation.batch_size):
                 batch_seed = int(content_key({"seed": seed, "units": [payloads[u] for u in batch]})[:15], 16)
                 cache_keys = [
                     content_key({"v": CACHE_VERSION, **payloads[u], "seed": batch_seed, "position": p})
                     for p, u in enumerate(batch)
                 ]
                 stored = cache.get_many(cache_keys)
-                if len(stored) < len(batch):
-                    batch_prompts = [units.at[u, "prompt"] for u in batch]
-                    common = {
-                        "max_new_tokens": g.max_new_tokens,
-                        "batch_size": len(batch),
-                        "seed": batch_seed,
-                        "temperature": g.temperature,
-                        "top_k": g.top_k,
-                        "top_p": g.top_p,
-                    }
-                    if plan.vectors is None:
-                        gens = sample_fn(tm, batch_prompts, **common, desc=f"{plan.method} batch")
-                    else:
-                        vec_rows = [plan.rows[int(units.at[u, "concept_id"])] for u in batch]
-                        strengths = torch.tensor(
-                            [units.at[u, "strength"] for u in batch], dtype=torch.float32
-                        )
-                        gens = generate_fn(
-                            tm,
-                            batch_prompts,
-                            plan.vectors[vec_rows],
-                            strengths,
-                            layer,
-                            **common,
-                            desc=f"{plan.method} batch",
-                        )
+                if len(stored) < len(batch):  # a batch is written in one transaction: all or nothing
+                    gens = _generate_batch(rt, plan, units, batch, batch_seed)
                     stored = {
                         k: {
                             "text": gen.text,
@@ -378,35 +392,40 @@ def generate_plans(
                 else:
                     stats.cached += len(batch)
                 if params.compute_perplexity and any("perplexity" not in stored[k] for k in cache_keys):
-                    ppl_in = [ppl_prompt[tuple(first_key.loc[u])] for u in batch]
-                    ppl = perplexity_fn(
-                        tm, ppl_in, [stored[k]["text"] for k in cache_keys], batch_size=len(batch)
+                    ppl = rt.perplexity_fn(
+                        tm,
+                        [ppl_prompt[tuple(prompt_of_unit.loc[u])] for u in batch],
+                        [stored[k]["text"] for k in cache_keys],
+                        batch_size=params.perplexity_batch_size,
                     )
                     for k, value in zip(cache_keys, ppl, strict=True):
                         stored[k] = {**stored[k], "perplexity": None if math.isnan(value) else float(value)}
                     cache.put_many({k: stored[k] for k in cache_keys})
-                for u, k in zip(batch, cache_keys, strict=True):
-                    results[u] = stored[k]
+                results.update(zip(batch, (stored[k] for k in cache_keys), strict=True))
                 bar.update(len(batch))
                 bar.set_postfix(
                     rows_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.2f}", method=plan.method
                 )
-            done = rows.copy()
-            done["steered_generation"] = [results[u]["text"] for u in done["unit"]]
-            done["seed"] = [int(results[u]["seed"]) for u in done["unit"]]
-            done["n_new_tokens"] = [int(results[u]["n_new_tokens"]) for u in done["unit"]]
-            done["perplexity"] = [
-                float("nan") if results[u].get("perplexity") is None else float(results[u]["perplexity"])
-                for u in done["unit"]
-            ]
-            frames.append(done[GENERATION_COLUMNS])
+            frames.append(_generation_frame(rows, results))
             stats.units += len(units)
-            stats.rows += len(done)
+            stats.rows += len(rows)
     stats.seconds = time.perf_counter() - start
     if not frames:
         return pd.DataFrame(columns=GENERATION_COLUMNS)
-    out = pd.concat(frames, ignore_index=True)
-    return out.astype(
+    return pd.concat(frames, ignore_index=True)
+
+
+def _generation_frame(rows: pd.DataFrame, results: dict[int, dict[str, Any]]) -> pd.DataFrame:
+    """Output rows of one method with their (possibly shared) generation."""
+    done = rows.copy()
+    got = [results[u] for u in done["unit"]]
+    done["steered_generation"] = [r["text"] for r in got]
+    done["seed"] = [int(r["seed"]) for r in got]
+    done["n_new_tokens"] = [int(r["n_new_tokens"]) for r in got]
+    done["perplexity"] = [
+        float("nan") if r.get("perplexity") is None else float(r["perplexity"]) for r in got
+    ]
+    return done[GENERATION_COLUMNS].astype(
         {
             "concept_id": "int64",
             "input_id": "int64",

@@ -339,7 +339,7 @@ def summarize_steering(
     out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     for rec in out.to_dict("records"):
         log.info(
-            "steering %s [%s judge]: Overall %.3f [%.3f, %.3f] (concept %.2f, instruction %.2f, fluency %.2f) "
+            "steering %s (%s judge): Overall %.3f, CI %.3f-%.3f (concept %.2f, instruction %.2f, fluency %.2f) "
             "over %d concepts",
             rec["method"],
             rec["judge_kind"],
