@@ -6,9 +6,11 @@ Kedro's own failure on a bad parameter is a long traceback. Here the full trace 
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import click
@@ -17,6 +19,11 @@ from kedro.framework.cli.project import run as kedro_run
 from axbench_kedro.errors import AxbenchConfigError, AxbenchDataError
 
 __all__ = ["cli", "summarise_error"]
+
+# `--pipeline NAME` is what the docs of this project use; Kedro 1.7 prefers `--pipelines` but accepts both.
+warnings.filterwarnings("ignore", message=".*'--pipeline' is deprecated.*")
+# OmegaConf deprecation raised from inside Kedro's config loader: nothing a user can act on.
+warnings.filterwarnings("ignore", message=".*register_new_resolver.*")
 
 _USER_ERRORS: tuple[type[BaseException], ...] = (AxbenchConfigError, AxbenchDataError)
 
@@ -77,6 +84,8 @@ def cli() -> None:
 
 @cli.command(name="run", params=list(kedro_run.params), help=kedro_run.help)
 def run(**kwargs) -> None:  # type: ignore[no-untyped-def]
+    # Kedro's validator logs each pydantic report over many lines; we print one line instead.
+    logging.getLogger("kedro.validation").setLevel(logging.CRITICAL)
     try:
         kedro_run.callback(**kwargs)  # type: ignore[misc]
     except Exception as exc:

@@ -25,10 +25,17 @@ CONCEPTS = ["references to cats and pets", "Python list comprehensions", "percen
 EXPECTED_PAIRS = {
     0: [("jaguar", "a brand of luxury cars")],
     1: [],
-    2: [("discount", "to ignore an idea as not worth much"), ("share", "to give part of what you have to others")],
+    2: [
+        ("discount", "to ignore an idea as not worth much"),
+        ("share", "to give part of what you have to others"),
+    ],
 }
 GENRE_REPLY = {CONCEPTS[0]: "Text", CONCEPTS[1]: "Code", CONCEPTS[2]: "MATH"}
-WORDS_REPLY = {CONCEPTS[0]: "kitten\njaguar\ntabby\n", CONCEPTS[1]: "<NONE>", CONCEPTS[2]: "discount\nrate\n\nshare"}
+WORDS_REPLY = {
+    CONCEPTS[0]: "kitten\njaguar\ntabby\n",
+    CONCEPTS[1]: "<NONE>",
+    CONCEPTS[2]: "discount\nrate\n\nshare",
+}
 MEANING_REPLY = {
     "kitten": "<NONE>",
     "jaguar": "a brand of luxury cars",

@@ -66,10 +66,14 @@ def test_csv_with_and_without_header():
     text = "concept,url\nrental services,https://www.neuronpedia.org/gemma-2-2b/10-gemmascope-res-16k/42\ncats,\n"
     entries = parse_concept_csv(text)
     assert entries == [
-        ConceptEntry("rental services", "https://www.neuronpedia.org/gemma-2-2b/10-gemmascope-res-16k/42", 42),
+        ConceptEntry(
+            "rental services", "https://www.neuronpedia.org/gemma-2-2b/10-gemmascope-res-16k/42", 42
+        ),
         ConceptEntry("cats", "null", -1),
     ]
-    assert parse_concept_csv("rental services,http://x/7\n") == [ConceptEntry("rental services", "http://x/7", 7)]
+    assert parse_concept_csv("rental services,http://x/7\n") == [
+        ConceptEntry("rental services", "http://x/7", 7)
+    ]
     frame = pd.DataFrame({"concept": [" a "], "url": [None]})
     assert parse_concept_csv(frame) == [ConceptEntry("a")]
     with pytest.raises(AxbenchDataError, match="column 'concept'"):
@@ -123,7 +127,9 @@ def test_sae_id_from_ref():
 
 
 def test_concepts_frame_and_jsonl_roundtrip():
-    meta = concepts_frame([ConceptEntry("a", "http://n/m/s/4", 4), ConceptEntry("a")], [["code"], ["text", "math"]])
+    meta = concepts_frame(
+        [ConceptEntry("a", "http://n/m/s/4", 4), ConceptEntry("a")], [["code"], ["text", "math"]]
+    )
     assert meta["concept_id"].tolist() == [0, 1] and meta["concept_id"].dtype == "int64"
     lines = metadata_jsonl_lines(meta)
     assert json.loads(lines[0]) == {

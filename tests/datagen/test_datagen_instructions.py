@@ -52,7 +52,9 @@ def test_shipped_seed_pools_are_large_enough():
 
 
 def test_sampling_is_distinct_seeded_and_per_stage():
-    frame = pd.DataFrame({"genre": ["math"] * 30, "split": ["train"] * 30, "input": [f" q{i}. " for i in range(30)]})
+    frame = pd.DataFrame(
+        {"genre": ["math"] * 30, "split": ["train"] * 30, "input": [f" q{i}. " for i in range(30)]}
+    )
     pools = InstructionPools(frame)
     a = pools.sample("math", "train", 12, stage_rng(42, 3, "train"))
     assert a == pools.sample("math", "train", 12, stage_rng(42, 3, "train"))  # reproducible
@@ -68,7 +70,9 @@ def test_pool_errors_name_the_column():
         InstructionPools(pd.DataFrame({"genre": ["text"], "input": ["x"]}))
     with pytest.raises(AxbenchDataError, match="column 'genre': unknown values \\['poetry'\\]"):
         InstructionPools(pd.DataFrame({"genre": ["poetry"], "split": ["train"], "input": ["x"]}))
-    pools = InstructionPools(pd.DataFrame({"genre": ["text"] * 3, "split": ["test"] * 3, "input": list("abc")}))
+    pools = InstructionPools(
+        pd.DataFrame({"genre": ["text"] * 3, "split": ["test"] * 3, "input": list("abc")})
+    )
     with pytest.raises(AxbenchDataError, match="text/test pool has 3 instructions, 4 are needed"):
         pools.sample("text", "test", 4, stage_rng(1, 0, "x"))
 
@@ -99,5 +103,18 @@ def test_seed_pools_from_upstream_filters_and_splits(tmp_path):
     gsm.to_json(tmp_path / "gsm.jsonl", orient="records", lines=True)
     code.to_json(tmp_path / "code.json", orient="records")
     out = tmp_path / "pools.csv"
-    assert main(["seed-pools", str(tmp_path / "dolly.jsonl"), str(tmp_path / "gsm.jsonl"), str(tmp_path / "code.json"), str(out), "--per-split", "1"]) == 0
+    assert (
+        main(
+            [
+                "seed-pools",
+                str(tmp_path / "dolly.jsonl"),
+                str(tmp_path / "gsm.jsonl"),
+                str(tmp_path / "code.json"),
+                str(out),
+                "--per-split",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert pd.read_csv(out).equals(pd.read_csv(out)) and len(pd.read_csv(out)) == 6

@@ -88,7 +88,10 @@ def test_response_cleaning():
     assert clean_response('  "Sure, here it is."  ') == "Sure, here it is."
     assert clean_response("'quoted'\n") == "quoted"
     assert clean_response(None) == ""
-    assert clean_contrast_response("<FINAL> The bank of the river was muddy.") == "The bank of the river was muddy"
+    assert (
+        clean_contrast_response("<FINAL> The bank of the river was muddy.")
+        == "The bank of the river was muddy"
+    )
     assert clean_contrast_response("<FINAL><answer>  'Text here...' ") == "Text here"
     assert clean_contrast_response("No tag. <FINAL> later") == "No tag. <FINAL> later"
     assert clean_contrast_response("") == ""

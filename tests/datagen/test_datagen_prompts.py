@@ -40,7 +40,12 @@ def test_requests_carry_sampling_settings_and_style():
     req = base.request("without_concept", instruction="Name a fruit", concept="cats")
     assert req.raw_prompt is True and req.max_tokens == 40 and req.top_p == 0.9
     assert "cats" not in req.text  # the base template does not prime the concept it must avoid
-    assert base.request("genre", concept="cats").max_tokens == 4
+    genre = base.request("genre", concept="cats")
+    assert (
+        genre.max_tokens == 4 and genre.temperature == 0.0 and genre.top_p is None
+    )  # classification: greedy
+    assert base.request("distinct", meaning="a b", concept="cats").temperature == 0.0
+    assert chat.request("genre", concept="cats").temperature == 1.0  # chat style: protocol T for every call
 
 
 def test_base_replies_are_cut_and_prefixed_for_the_protocol_parsers():

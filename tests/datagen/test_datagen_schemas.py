@@ -76,7 +76,13 @@ def test_unreadable_and_missing_files(tmp_path):
 
 def test_concepts_meta_and_preference_schemas():
     meta = pd.DataFrame(
-        {"concept_id": [0, 0], "concept": ["a", "b"], "ref": ["null", "null"], "sae_id": [-1, -1], "concept_genres": [["text"], ["code"]]}
+        {
+            "concept_id": [0, 0],
+            "concept": ["a", "b"],
+            "ref": ["null", "null"],
+            "sae_id": [-1, -1],
+            "concept_genres": [["text"], ["code"]],
+        }
     )
     with pytest.raises(AxbenchDataError, match="column 'concept_id': id 0 appears twice"):
         validate_table(meta, "concepts_meta")

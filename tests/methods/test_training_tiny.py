@@ -181,3 +181,28 @@ def test_bfloat16_tail_trains_and_is_keyed_separately(tm, concepts, tmp_path) ->
     assert arts["ReFT-r1"].tensors["weight"].dtype == torch.float32
     _, summary = _train(tm, concepts, ["ReFT-r1"], hp=hp, store=store)  # float32 tail: not the bf16 entries
     assert summary.set_index("method").loc["ReFT-r1", "cached_concepts"] == 0
+
+
+def test_concept_groups_train_exactly_like_one_concept_at_a_time(tm, concepts) -> None:
+    names = ["ReFT-r1", "SSV", "DiffMean", "Probe"]
+    one, _ = _train(tm, concepts, names, concept_group_size=1)
+    two, _ = _train(tm, concepts, names, concept_group_size=2)
+    for name in names:
+        assert torch.allclose(one[name].tensors["weight"], two[name].tensors["weight"], atol=2e-5), name
+    for a, b in zip(one["ReFT-r1"].meta["train_loss"], two["ReFT-r1"].meta["train_loss"], strict=True):
+        assert a == pytest.approx(b, abs=1e-4)
+
+
+def test_group_training_handles_unequal_row_counts(tm) -> None:
+    from .synthetic_data import make_concepts_meta as meta
+
+    data = make_train_data(n_concepts=2, n_pos=6, n_pool=6)
+    data = data.drop(index=data.index[(data["concept_id"] == 1)][:2])  # concept 1 keeps 4 positives
+    uneven = build_concepts(data, meta(2))
+    alone = [_train(tm, [c], ["ReFT-r1", "SSV"], concept_group_size=1)[0] for c in uneven]
+    together, _ = _train(tm, uneven, ["ReFT-r1", "SSV"], concept_group_size=2)
+    for name in ("ReFT-r1", "SSV"):
+        for i in range(2):
+            assert torch.allclose(
+                together[name].tensors["weight"][i], alone[i][name].tensors["weight"][0], atol=2e-5
+            )

@@ -15,6 +15,7 @@ import pytest
 from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import CSVDataset, ParquetDataset
 
 from axbench_kedro.cache import SQLiteCache
@@ -22,6 +23,7 @@ from axbench_kedro.config.common import RunSettings
 from axbench_kedro.config.datagen import DatagenParams, ProvidedData
 from axbench_kedro.datagen.concepts import ConceptEntry
 from axbench_kedro.datagen.instructions import InstructionPools, stage_rng
+from axbench_kedro.datagen.prompts import KINDS
 from axbench_kedro.datagen.schemas import read_table
 from axbench_kedro.lm.chat import format_prompt
 from axbench_kedro.lm.generation import generate_greedy
@@ -33,7 +35,14 @@ from fixtures.released_layout import make_released_frames, write_released_layout
 ROOT = Path(__file__).resolve().parents[2]
 SEED = pd.read_csv(ROOT / "data" / "01_raw" / "seed_instructions.csv")
 T = 8
-OUTPUTS = ("concepts_meta", "train_data", "latent_eval_data", "preference_data", "datagen_llm_usage")
+OUTPUTS = (
+    "concepts_meta",
+    "train_data",
+    "latent_eval_data",
+    "preference_data",
+    "datagen_llm_usage",
+    "datagen_manifest",
+)
 
 
 def _params(**overrides: Any) -> DatagenParams:
@@ -59,7 +68,9 @@ def server() -> Iterator[FakeOpenAIServer]:
         yield srv
 
 
-def _catalog(tmp: Path, tm: Any, client: Any, params: DatagenParams, cache_name: str = "datagen.sqlite") -> DataCatalog:
+def _catalog(
+    tmp: Path, tm: Any, client: Any, params: DatagenParams, cache_name: str = "datagen.sqlite"
+) -> DataCatalog:
     def keep(value: Any) -> MemoryDataset:
         return MemoryDataset(value, copy_mode="assign")
 
@@ -72,6 +83,7 @@ def _catalog(tmp: Path, tm: Any, client: Any, params: DatagenParams, cache_name:
         "params:datagen": keep(params),
         "params:run": keep(RUN),
         "datagen_llm_usage": CSVDataset(filepath=str(tmp / "out" / "usage.csv")),
+        "datagen_manifest": JSONDataset(filepath=str(tmp / "out" / "manifest.json")),
     }
     for name in OUTPUTS[:4]:
         datasets[name] = ParquetDataset(filepath=str(tmp / "out" / f"{name}.parquet"))
@@ -115,7 +127,15 @@ def test_concepts_meta_genres_and_ids(first_run):
 
 def test_train_data_pool_and_positives(first_run, tiny_gemma3):
     train = first_run["out"]["train_data"]
-    assert list(train.columns) == ["input", "output", "output_concept", "concept_genre", "category", "dataset_category", "concept_id"]
+    assert list(train.columns) == [
+        "input",
+        "output",
+        "output_concept",
+        "concept_genre",
+        "category",
+        "dataset_category",
+        "concept_id",
+    ]
     pool = train[train["concept_id"] == -1]
     assert pool.groupby("concept_genre").size().to_dict() == {"code": 3, "math": 3, "text": 3}
     assert (pool["output_concept"] == "EEEEE").all() and (pool["category"] == "negative").all()
@@ -130,7 +150,9 @@ def test_train_data_pool_and_positives(first_run, tiny_gemma3):
         assert LONG_ANSWER.startswith(text)  # quotes stripped, first T words kept
     # pool answers are the target model's greedy answers (1.5 T new tokens, not truncated)
     row = pool.iloc[0]
-    (gen,) = generate_greedy(tiny_gemma3, [format_prompt(tiny_gemma3.tokenizer, row["input"])], int(1.5 * T), 8)
+    (gen,) = generate_greedy(
+        tiny_gemma3, [format_prompt(tiny_gemma3.tokenizer, row["input"])], int(1.5 * T), 8
+    )
     assert row["output"] == gen.text
 
 
@@ -146,7 +168,11 @@ def test_latent_eval_data_mix_and_hard_negatives(first_run, tiny_gemma3):
         pos = rows[rows["category"] == "positive"]
         neg = rows[rows["category"] == "negative"]
         hard = rows[rows["category"] == "hard negative"]
-        assert len(pos) == n and (pos["concept_genre"] == genre).all() and (pos["output_concept"] == concept).all()
+        assert (
+            len(pos) == n
+            and (pos["concept_genre"] == genre).all()
+            and (pos["output_concept"] == concept).all()
+        )
         assert neg.groupby("concept_genre").size().to_dict() == {"code": 1, "math": 1, "text": 5}
         assert (neg["output_concept"] == concept).all()
         assert (neg["output"] == "a plain and simple answer .").all()
@@ -171,7 +197,9 @@ def test_preference_pairs_are_aligned(first_run, tiny_gemma3):
     assert pref["concept_id"].tolist() == pos["concept_id"].tolist()
     assert (pref["category"] == "positive").all()
     prompts = [format_prompt(tiny_gemma3.tokenizer, x) for x in pref["input"][:2]]
-    assert pref["losing_output"][:2].tolist() == [g.text for g in generate_greedy(tiny_gemma3, prompts, int(1.5 * T), 8)]
+    assert pref["losing_output"][:2].tolist() == [
+        g.text for g in generate_greedy(tiny_gemma3, prompts, int(1.5 * T), 8)
+    ]
 
 
 def test_usage_and_saved_files_validate(first_run):
@@ -188,6 +216,17 @@ def test_usage_and_saved_files_validate(first_run):
         "without_concept": 21,
         "contrast": 3,
     }
+    manifest = first_run["out"]["datagen_manifest"]
+    assert manifest["rows"]["train_data"] == {"pool": 9, "positive": 9}
+    assert manifest["rows"]["latent_eval_data"] == {"hard negative": 3, "negative": 21, "positive": 21}
+    assert manifest["chain"] == {
+        "related_words": 6,
+        "meanings_kept": 4,
+        "contrast_pairs": 3,
+        "empty_outputs": 0,
+    }
+    assert set(manifest["templates"]) == {f"gen_{k}" for k in KINDS} and manifest["prompt_style"] == "chat"
+    assert manifest["llm_usage"]["calls"] == first_run["n_requests"]
     out = first_run["tmp"] / "out"
     read_table(out / "train_data.parquet", "train_data")
     read_table(out / "latent_eval_data.parquet", "latent_eval_data")
@@ -264,7 +303,10 @@ def test_provided_train_only_generates_latent_for_its_concepts(tmp_path, tiny_ge
     latent = out["latent_eval_data"]
     assert sorted(latent["concept_id"].unique()) == [0, 1]
     assert set(latent.loc[latent["concept_id"] == 1, "output_concept"]) == {"loops written in Java"}
-    assert (latent.loc[(latent["concept_id"] == 1) & (latent["category"] == "positive"), "concept_genre"] == "code").all()
+    assert (
+        latent.loc[(latent["concept_id"] == 1) & (latent["category"] == "positive"), "concept_genre"]
+        == "code"
+    ).all()
 
 
 def test_bad_provided_file_fails_with_one_line(tmp_path, server, tiny_gemma3):
@@ -281,7 +323,10 @@ def test_conf_parameters_and_catalog(env):
     from axbench_kedro.settings import CONFIG_LOADER_ARGS
 
     loader = OmegaConfigLoader(
-        str(ROOT / "conf"), base_env="base", default_run_env=env, config_patterns=CONFIG_LOADER_ARGS["config_patterns"]
+        str(ROOT / "conf"),
+        base_env="base",
+        default_run_env=env,
+        config_patterns=CONFIG_LOADER_ARGS["config_patterns"],
     )
     params = DatagenParams(**loader["parameters"]["datagen"])
     catalog = loader["catalog"]

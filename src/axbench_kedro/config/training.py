@@ -32,6 +32,8 @@ class TrainingParams(StrictModel):
     sae_width: expected GemmaScope SAE width (``None`` = not checked); the hidden size is always checked.
     lm_objective_dtype: compute dtype of the blocks after L and the LM head while training SSV / ReFT-r1
         (``None`` = the model's; ``bfloat16`` on a CPU with AMX is several times faster than float32).
+    concept_group_size: concepts trained together (one forward pass for their activations; SSV / ReFT-r1 steps
+        run all of them in one batch, each concept still optimised on its own).
     use_cache: reuse per-concept results whose inputs are unchanged (content-keyed store).
     """
 
@@ -42,6 +44,7 @@ class TrainingParams(StrictModel):
     max_length: int = Field(1024, ge=8)
     sae_width: int | None = Field(None, ge=1)
     lm_objective_dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    concept_group_size: int = Field(4, ge=1)
     use_cache: bool = True
 
     @field_validator("methods")

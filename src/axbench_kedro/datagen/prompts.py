@@ -5,7 +5,8 @@
 * ``base``: completion-style few-shot templates for a base model (the embedded ``gemma-3-270m``),
   ``gen_<kind>_base.txt``, sent raw (no chat markup). A base model does not stop after its answer, so the
   completion is cut where the next few-shot block would begin, and the text the template ends on (e.g.
-  ``Answer:``) is put back in front so that the protocol's parsing rules apply unchanged.
+  ``Answer:``) is put back in front so that the protocol's parsing rules apply unchanged. The two
+  classification calls (G1 genre, G4 distinctness) are decoded greedily in this style.
 
 Example:
     >>> prompts = DatagenPrompts("chat")
@@ -61,18 +62,21 @@ class _Completion:
         stops: the completion is cut at the first of these strings.
         prefix: put in front of the cut completion (the text the template ends on).
         max_tokens: new-token cap (``None`` = the response cap).
+        greedy: decode greedily (classification calls: a small base model's label is more reliable without
+            sampling noise).
     """
 
     stops: tuple[str, ...]
     prefix: str = ""
     max_tokens: int | None = None
+    greedy: bool = False
 
 
 _BASE: dict[str, _Completion] = {
-    "genre": _Completion(stops=("\n",), max_tokens=4),
+    "genre": _Completion(stops=("\n",), max_tokens=4, greedy=True),
     "related_words": _Completion(stops=("\n\n", "\nTopic:"), max_tokens=20),
     "other_meaning": _Completion(stops=("\n",), max_tokens=16),
-    "distinct": _Completion(stops=("\n",), prefix="Answer:", max_tokens=4),
+    "distinct": _Completion(stops=("\n",), prefix="Answer:", max_tokens=4, greedy=True),
     "with_concept": _Completion(stops=("\n\n", "\nTopic:", "\nQuestion:")),
     "without_concept": _Completion(stops=("\n\n", "\nQuestion:")),
     "contrast": _Completion(stops=("\n\n", "\nQuestion:", "\nWord:")),
@@ -143,11 +147,12 @@ class DatagenPrompts:
 
     def request(self, kind: str, sample_index: int = 0, **fields: object) -> LLMRequest:
         """One LLM request (a single user message; raw completion prompt in the base style)."""
+        greedy = self.style == "base" and _BASE[kind].greedy
         return LLMRequest.user(
             self.render(kind, **fields),
-            temperature=self.temperature,
+            temperature=0.0 if greedy else self.temperature,
             max_tokens=self.max_tokens(kind),
-            top_p=self.top_p,
+            top_p=None if greedy else self.top_p,
             sample_index=sample_index,
             raw_prompt=True if self.style == "base" else None,
         )

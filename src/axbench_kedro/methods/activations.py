@@ -69,6 +69,13 @@ class RowActivations:
             input_ids=[ids for p in parts for ids in p.input_ids],
         )
 
+    def slice_rows(self, r0: int, r1: int) -> RowActivations:
+        """Rows ``r0 … r1−1`` as their own set (row indices from 0)."""
+        sel = (self.row >= r0) & (self.row < r1)
+        return RowActivations(
+            self.tokens[sel], self.row[sel] - r0, self.pos[sel], r1 - r0, self.input_ids[r0:r1]
+        )
+
     def row_states(self, r: int) -> torch.Tensor:
         """``[len_r, d]`` states of row ``r`` in position order."""
         return self.tokens[self.row == r]

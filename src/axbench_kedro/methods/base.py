@@ -283,6 +283,10 @@ class Method(ABC):
         Values may also be JSON-able Python objects (lists, numbers) that :meth:`stack` folds into metadata.
         """
 
+    def train_group(self, items: Sequence[ConceptInputs], hp: Any) -> list[dict[str, Any]]:
+        """Train several concepts (one result per item); methods that can batch concepts together override it."""
+        return [self.train_concept(item, hp) for item in items]
+
     def stack(
         self, rows: Sequence[dict[str, torch.Tensor]], concepts: Sequence[ConceptData]
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

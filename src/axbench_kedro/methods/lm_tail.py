@@ -30,11 +30,11 @@ __all__ = ["LMTail", "linear_cross_entropy"]
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """Mean CE of ``softcap(hidden @ weight.T)`` against ``labels``, in vocabulary chunks, gradient for ``hidden``.
+    """Per-row CE of ``softcap(hidden @ weight.T)`` against ``labels``, in vocabulary chunks, gradient for ``hidden``.
 
     The ``[N, vocab]`` logits are never materialised: the forward keeps a running log-sum-exp over vocabulary
     chunks, the backward recomputes each chunk's logits (the head weight is read once per pass either way, and
-    nothing of size N × 262k ever leaves the cache).
+    nothing of size N × 262k ever has to leave the cache).
     """
 
     @staticmethod
@@ -51,12 +51,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 picked[rows] = logits[rows, labels[rows] - start]
         ctx.save_for_backward(hidden, weight, labels, lse)
         ctx.softcap, ctx.chunk = softcap, chunk
-        return (lse - picked).sum() / max(n, 1)
+        return lse - picked
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[no-untyped-def]
         hidden, weight, labels, lse = ctx.saved_tensors
-        scale = grad_out / max(hidden.shape[0], 1)
+        scale = grad_out.float()[:, None]
         grad = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
         for start in range(0, weight.shape[0], ctx.chunk):
             w = weight[start : start + ctx.chunk]
@@ -91,7 +91,7 @@ def linear_cross_entropy(
     softcap: float | None = None,
     chunk: int = 32768,
 ) -> torch.Tensor:
-    """``F.cross_entropy(softcap(hidden @ weight.T).float(), labels)`` without materialising all logits.
+    """Per-row ``F.cross_entropy(softcap(hidden @ weight.T).float(), labels, reduction="none")``, chunked.
 
     ``weight`` is treated as frozen (no gradient); ``hidden`` gets the exact gradient.
     """
@@ -169,11 +169,22 @@ class LMTail:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
 
-    def response_loss(self, hidden: torch.Tensor, batch: LMBatch) -> torch.Tensor:
-        """Mean cross-entropy over the response tokens of ``batch`` with block-L output ``hidden``."""
+    def token_losses(self, hidden: torch.Tensor, batch: LMBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of every response token and the batch row it belongs to.
+
+        Args:
+            hidden: ``[B, T, d]`` block-L output (cached states plus the intervention).
+            batch: the batch ``hidden`` belongs to.
+
+        Returns:
+            ``(ce [N], row [N])`` over the N response tokens of the batch.
+        """
         final = self.final_hidden(hidden, batch.attention_mask)
         b_idx, t_idx = batch.target.nonzero(as_tuple=True)
         labels = batch.input_ids[b_idx, t_idx + 1]
-        return linear_cross_entropy(
-            final[b_idx, t_idx].to(self.dtype), self.head_weight, labels, self.softcap
-        )
+        ce = linear_cross_entropy(final[b_idx, t_idx].to(self.dtype), self.head_weight, labels, self.softcap)
+        return ce, b_idx
+
+    def response_loss(self, hidden: torch.Tensor, batch: LMBatch) -> torch.Tensor:
+        """Mean cross-entropy over the response tokens of ``batch`` with block-L output ``hidden``."""
+        return self.token_losses(hidden, batch)[0].mean()

@@ -4,6 +4,7 @@ Over the intervened positions T (positions [P, len), padding masked out [D 15]):
 a = mean of the top-k z; ĥ_t = h_t + a·w for t ∈ T. Loss = CE(responses | ĥ) + (step/total)·λ·L1 with
 L1 = batch mean of Σ_{t∈T∖topk} z_t / |T|. Data: positives and the genre's pool negatives. w = 0.01·1;
 AdamW (wd 0), linear decay; per step: clip grad-norm 1 → w ← w/‖w‖ → drop the gradient along w → step [D 9].
+Concepts with equal row counts train together (:mod:`axbench_kedro.methods.lm_objective`), each on its own.
 Detection: max ReLU(h_t·w); steering: addition, m = its max latent.
 
 Example:
@@ -14,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,8 +24,15 @@ from torch import nn
 
 from axbench_kedro.config.common import StrictModel
 from axbench_kedro.methods.base import ConceptInputs, DetectionEncoder, Method, MethodArtifact
-from axbench_kedro.methods.probe import normalise_and_project_
-from axbench_kedro.methods.rank1 import linear_decay, seeded_generator
+from axbench_kedro.methods.lm_objective import (
+    clip_rows_,
+    group_batches,
+    normalise_rows_and_project_,
+    per_group_mean,
+    split_by_size,
+    steps_per_run,
+)
+from axbench_kedro.methods.rank1 import linear_decay
 from axbench_kedro.methods.registry import register
 
 __all__ = ["ReFTr1Params", "ReFTr1", "topk_gate", "l1_weight"]
@@ -85,35 +93,48 @@ class ReFTr1(Method):
     requires = frozenset({"lm_objective"})
 
     def train_concept(self, inputs: ConceptInputs, hp: ReFTr1Params) -> dict[str, Any]:
-        rows, tail = inputs.lm_rows, inputs.lm_tail
-        assert rows is not None and tail is not None
-        device = rows.hidden[0].device
-        w = nn.Parameter(torch.full((rows.hidden[0].shape[-1],), hp.init, device=device))
+        return self.train_group([inputs], hp)[0]
+
+    def train_group(self, items: Sequence[ConceptInputs], hp: ReFTr1Params) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [{} for _ in items]
+        for idx in split_by_size([len(it.lm_rows) for it in items]):  # type: ignore[arg-type]
+            for i, res in zip(idx, self._train([items[i] for i in idx], hp), strict=True):
+                out[i] = res
+        return out
+
+    def _train(self, items: Sequence[ConceptInputs], hp: ReFTr1Params) -> list[dict[str, Any]]:
+        rows = [it.lm_rows for it in items]
+        tail = items[0].lm_tail
+        assert tail is not None and all(r is not None for r in rows)
+        n_c, device = len(items), rows[0].hidden[0].device
+        w = nn.Parameter(torch.full((n_c, rows[0].hidden[0].shape[-1]), hp.init, device=device))
         opt = torch.optim.AdamW([w], lr=hp.lr, weight_decay=0.0)
-        total = hp.epochs * math.ceil(len(rows) / hp.batch_size)
+        total = steps_per_run(len(rows[0]), hp.batch_size, hp.epochs)
         sched = linear_decay(opt, total)
-        gen = seeded_generator(inputs.seed)
-        step = 0
-        losses: list[float] = []
-        for _ in range(hp.epochs):
-            order = torch.randperm(len(rows), generator=gen).tolist()
-            for start in range(0, len(rows), hp.batch_size):
-                batch = rows.batch(order[start : start + hp.batch_size])
-                h = batch.hidden.float()
-                z = torch.relu(h @ w)
-                a, l1 = topk_gate(z, batch.intervene, hp.k)
-                delta = (a[:, None, None] * w) * batch.intervene[..., None]
-                loss = tail.response_loss(h + delta, batch)
-                loss = loss + l1_weight(step, total, hp.l1_coef) * l1.mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                losses.append(round(float(loss.detach()), 6))
-                torch.nn.utils.clip_grad_norm_([w], hp.max_grad_norm)
-                normalise_and_project_(w)
-                opt.step()
-                sched.step()
-                step += 1
-        return {"weight": w.detach().float().cpu(), "bias": torch.zeros(()), "train_loss": losses}
+        losses: list[list[float]] = [[] for _ in items]
+        batches = group_batches(rows, [it.seed for it in items], hp.epochs, hp.batch_size)  # type: ignore[arg-type]
+        for step, (batch, owner) in enumerate(batches):
+            h = batch.hidden.float()
+            w_row = w[owner]  # [B, d]
+            z = torch.relu(torch.einsum("btd,bd->bt", h, w_row))
+            a, l1 = topk_gate(z, batch.intervene, hp.k)
+            delta = (a[:, None, None] * w_row[:, None, :]) * batch.intervene[..., None]
+            ce, tok_row = tail.token_losses(h + delta, batch)
+            loss = per_group_mean(ce, owner[tok_row], n_c) + l1_weight(
+                step, total, hp.l1_coef
+            ) * per_group_mean(l1, owner, n_c)
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            for c, value in enumerate(loss.detach().tolist()):
+                losses[c].append(round(value, 6))
+            clip_rows_(w.grad, hp.max_grad_norm)
+            normalise_rows_and_project_(w)
+            opt.step()
+            sched.step()
+        return [
+            {"weight": w[c].detach().float().cpu(), "bias": torch.zeros(()), "train_loss": losses[c]}
+            for c in range(n_c)
+        ]
 
     def detection_encoder(self, artifact: MethodArtifact) -> DetectionEncoder:
         weight = artifact.tensors["weight"].float()

@@ -6,7 +6,7 @@ ReLU(h_t·w); steering: addition with m = its own max latent (w is not unit norm
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -15,7 +15,8 @@ from torch import nn
 
 from axbench_kedro.config.common import StrictModel
 from axbench_kedro.methods.base import ConceptInputs, DetectionEncoder, Method, MethodArtifact
-from axbench_kedro.methods.rank1 import linear_decay, seeded_generator
+from axbench_kedro.methods.lm_objective import group_batches, per_group_mean, split_by_size, steps_per_run
+from axbench_kedro.methods.rank1 import linear_decay
 from axbench_kedro.methods.registry import register
 
 __all__ = ["SSVParams", "SSV"]
@@ -44,27 +45,39 @@ class SSV(Method):
     trains_on_negatives = False
 
     def train_concept(self, inputs: ConceptInputs, hp: SSVParams) -> dict[str, Any]:
-        rows, tail = inputs.lm_rows, inputs.lm_tail
-        assert rows is not None and tail is not None
-        rows = rows.subset(range(len(inputs.data.pos_inputs)))  # positives come first
-        device = rows.hidden[0].device
-        w = nn.Parameter(torch.full((rows.hidden[0].shape[-1],), hp.init, device=device))
+        return self.train_group([inputs], hp)[0]
+
+    def train_group(self, items: Sequence[ConceptInputs], hp: SSVParams) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [{} for _ in items]
+        for idx in split_by_size([len(it.data.pos_inputs) for it in items]):
+            for i, res in zip(idx, self._train([items[i] for i in idx], hp), strict=True):
+                out[i] = res
+        return out
+
+    def _train(self, items: Sequence[ConceptInputs], hp: SSVParams) -> list[dict[str, Any]]:
+        # positives come first in each concept's rows
+        rows = [it.lm_rows.subset(range(len(it.data.pos_inputs))) for it in items]  # type: ignore[union-attr]
+        tail = items[0].lm_tail
+        assert tail is not None
+        n_c, device = len(items), rows[0].hidden[0].device
+        w = nn.Parameter(torch.full((n_c, rows[0].hidden[0].shape[-1]), hp.init, device=device))
         opt = torch.optim.AdamW([w], lr=hp.lr, weight_decay=0.0)
-        sched = linear_decay(opt, hp.epochs * math.ceil(len(rows) / hp.batch_size))
-        gen = seeded_generator(inputs.seed)
-        losses: list[float] = []
-        for _ in range(hp.epochs):
-            order = torch.randperm(len(rows), generator=gen).tolist()
-            for start in range(0, len(rows), hp.batch_size):
-                batch = rows.batch(order[start : start + hp.batch_size])
-                h = batch.hidden.float()
-                loss = tail.response_loss(h + w * batch.intervene[..., None], batch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                losses.append(round(float(loss.detach()), 6))
-                opt.step()
-                sched.step()
-        return {"weight": w.detach().float().cpu(), "bias": torch.zeros(()), "train_loss": losses}
+        sched = linear_decay(opt, steps_per_run(len(rows[0]), hp.batch_size, hp.epochs))
+        losses: list[list[float]] = [[] for _ in items]
+        for batch, owner in group_batches(rows, [it.seed for it in items], hp.epochs, hp.batch_size):
+            h = batch.hidden.float()
+            ce, tok_row = tail.token_losses(h + w[owner][:, None, :] * batch.intervene[..., None], batch)
+            loss = per_group_mean(ce, owner[tok_row], n_c)
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            for c, value in enumerate(loss.detach().tolist()):
+                losses[c].append(round(value, 6))
+            opt.step()
+            sched.step()
+        return [
+            {"weight": w[c].detach().float().cpu(), "bias": torch.zeros(()), "train_loss": losses[c]}
+            for c in range(n_c)
+        ]
 
     def detection_encoder(self, artifact: MethodArtifact) -> DetectionEncoder:
         weight = artifact.tensors["weight"].float()

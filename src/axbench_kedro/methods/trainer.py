@@ -58,6 +58,7 @@ class TrainOptions:
     max_length: int = 1024
     sae_width: int | None = None
     lm_objective_dtype: torch.dtype | None = None
+    concept_group_size: int = 4
 
 
 def _require(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
@@ -135,7 +136,7 @@ class _Resources:
         self.prefix = chat_prefix_length(tm.tokenizer)
         self.pool_acts: dict[str, RowActivations] = {}
         self.pool_lm: dict[str, LMObjectiveRows] = {}
-        self.positives: tuple[int, RowActivations] | None = None
+        self.positives: dict[int, RowActivations] = {}
         self._tail: LMTail | None = None
         self.seconds: dict[str, float] = {"activations": 0.0, "lm_cache": 0.0}
 
@@ -156,12 +157,33 @@ class _Resources:
         self.seconds["activations"] += time.perf_counter() - start
         return out
 
+    def prefetch(self, group: Sequence[ConceptData]) -> None:
+        """One forward pass over the positives of ``group`` and every pool genre not computed yet."""
+        genres = list(dict.fromkeys(c.genre for c in group if c.genre not in self.pool_acts))
+        pools = {g: next(c for c in group if c.genre == g) for g in genres}
+        texts: list[str] = []
+        spans: list[tuple[str, Any, int, int]] = []
+        for g, c in pools.items():
+            spans.append(("pool", g, len(texts), len(texts) + len(c.neg_inputs)))
+            texts += self.binary(c.neg_inputs, c.neg_outputs)
+        for c in group:
+            spans.append(("pos", c.concept_id, len(texts), len(texts) + len(c.pos_inputs)))
+            texts += self.binary(c.pos_inputs, c.pos_outputs)
+        acts = self._acts(texts)
+        self.positives = {}
+        for kind, key, r0, r1 in spans:
+            part = acts.slice_rows(r0, r1)
+            if kind == "pool":
+                self.pool_acts[key] = part
+            else:
+                self.positives[key] = part
+
     def activations(self, c: ConceptData) -> ConceptActivations:
-        if c.genre not in self.pool_acts:
-            self.pool_acts[c.genre] = self._acts(self.binary(c.neg_inputs, c.neg_outputs))
-        pos = self._acts(self.binary(c.pos_inputs, c.pos_outputs))
-        self.positives = (c.concept_id, pos)
-        return ConceptActivations.from_parts(pos, self.pool_acts[c.genre], self.prefix)
+        if c.concept_id not in self.positives or c.genre not in self.pool_acts:
+            self.prefetch([c])
+        return ConceptActivations.from_parts(
+            self.positives[c.concept_id], self.pool_acts[c.genre], self.prefix
+        )
 
     def _lm(
         self, inputs: Sequence[str], outputs: Sequence[str], reuse: RowActivations | None
@@ -182,8 +204,7 @@ class _Resources:
         return out
 
     def lm_rows(self, c: ConceptData, with_negatives: bool) -> LMObjectiveRows:
-        reuse = self.positives[1] if self.positives and self.positives[0] == c.concept_id else None
-        pos = self._lm(c.pos_inputs, c.pos_outputs, reuse)
+        pos = self._lm(c.pos_inputs, c.pos_outputs, self.positives.get(c.concept_id))
         if not with_negatives:
             return pos
         if c.genre not in self.pool_lm:
@@ -215,6 +236,54 @@ def _sae_identity(sae: SAESource | None, opts: TrainOptions) -> Any:
         return None
     st = os.stat(sae.path)
     return [os.path.abspath(sae.path), st.st_size, st.st_mtime_ns, opts.sae_width]
+
+
+def _train_group(
+    concepts: Sequence[ConceptData],
+    group: list[int],
+    runnable: Sequence[tuple[Method, Any]],
+    results: dict[str, list[Any]],
+    keys: dict[str, list[str]],
+    seconds: dict[str, float],
+    res: _Resources,
+    store: Any,
+    sae_params: SAEParams | None,
+    opts: TrainOptions,
+) -> None:
+    """Train every pending (method, concept) of one concept group; each method sees the group at once."""
+    pending = {m.name: [i for i in group if results[m.name][i] is None] for m, _ in runnable}
+    active = [(m, hp) for m, hp in runnable if pending[m.name]]
+    needs = set().union(*(m.requires for m, _ in active))
+    forward = [m for m, _ in active if {"activations", "lm_objective"} & m.requires]
+    act_concepts = [concepts[i] for i in group if any(i in pending[m.name] for m in forward)]
+    if act_concepts:
+        res.prefetch(act_concepts)
+    with_neg = any(m.trains_on_negatives for m, _ in active if "lm_objective" in m.requires)
+    inputs: dict[int, dict[str, Any]] = {}
+    for i in group:
+        c = concepts[i]
+        base: dict[str, Any] = dict(data=c, device=res.tm.device)
+        if "activations" in needs:
+            base["activations"] = res.activations(c)
+        if "lm_objective" in needs:
+            base["lm_rows"] = res.lm_rows(c, with_neg)
+            base["lm_tail"] = res.tail
+        if "texts" in needs:
+            base["binary_texts"] = tuple(res.binary(c.inputs, c.outputs))
+        if "sae" in needs:
+            base["sae"] = sae_params
+        inputs[i] = base
+    for m, hp in active:
+        todo = pending[m.name]
+        seeds = [derive_seed(opts.seed, concepts[i].concept_id, m.name) for i in todo]
+        items = [ConceptInputs(seed=s, **inputs[i]) for i, s in zip(todo, seeds, strict=True)]
+        start = time.perf_counter()
+        rows = m.train_group(items, hp)
+        seconds[m.name] += time.perf_counter() - start
+        for i, row in zip(todo, rows, strict=True):
+            results[m.name][i] = row
+            if store is not None:
+                store.put(keys[m.name][i], row)
 
 
 def train_methods(
@@ -274,30 +343,12 @@ def train_methods(
         )
         sae_params = sae.load(tm.d_model, opts.sae_width).to(tm.device) if needs_sae and sae else None
         res = _Resources(tm, opts, sae_params)
-        for i in tqdm(todo, desc="training concepts", unit="concept"):
-            c = concepts[i]
-            pending = [(m, hp) for m, hp in runnable if results[m.name][i] is None]
-            needs = set().union(*(m.requires for m, _ in pending))
-            inputs_base: dict[str, Any] = dict(data=c, device=tm.device)
-            if "activations" in needs:
-                inputs_base["activations"] = res.activations(c)
-            if "lm_objective" in needs:
-                with_neg = any(m.trains_on_negatives for m, _ in pending if "lm_objective" in m.requires)
-                inputs_base["lm_rows"] = res.lm_rows(c, with_neg)
-                inputs_base["lm_tail"] = res.tail
-            if "texts" in needs:
-                inputs_base["binary_texts"] = tuple(res.binary(c.inputs, c.outputs))
-            if "sae" in needs:
-                inputs_base["sae"] = sae_params
-            for m, hp in pending:
-                start = time.perf_counter()
-                row = m.train_concept(
-                    ConceptInputs(seed=derive_seed(opts.seed, c.concept_id, m.name), **inputs_base), hp
-                )
-                seconds[m.name] += time.perf_counter() - start
-                results[m.name][i] = row
-                if store is not None:
-                    store.put(keys[m.name][i], row)
+        size = max(1, opts.concept_group_size)
+        with tqdm(total=len(todo), desc="training concepts", unit="concept") as bar:
+            for start in range(0, len(todo), size):
+                group = todo[start : start + size]
+                _train_group(concepts, group, runnable, results, keys, seconds, res, store, sae_params, opts)
+                bar.update(len(group))
         for name, value in res.seconds.items():
             seconds[f"(shared) {name}"] = value
 

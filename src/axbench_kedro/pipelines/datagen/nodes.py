@@ -129,6 +129,20 @@ def _jobs(concepts: pd.DataFrame) -> list[ConceptJob]:
     return jobs
 
 
+def _usage(client: Any, since: Any) -> pd.DataFrame:
+    if client is not None:
+        return client.usage_frame("datagen", since=since)
+    zero = {
+        "stage": "datagen",
+        "model": "",
+        "calls": 0,
+        "cache_hits": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+    }
+    return pd.DataFrame([{**zero, "cost_usd": 0.0}])
+
+
 def generate_concept_data(
     datagen_concepts: pd.DataFrame,
     seed_instructions: pd.DataFrame,
@@ -137,21 +151,24 @@ def generate_concept_data(
     datagen_cache: SQLiteCache,
     datagen: DatagenParams,
     run: RunSettings,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """LLM-written rows per concept (§2.4.2, §2.5).
 
     Returns:
-        ``concepts_meta``, the ``train_data`` positives, ``latent_eval_data`` and ``datagen_llm_usage``.
+        ``concepts_meta``, the ``train_data`` positives, ``latent_eval_data``, ``datagen_llm_usage`` and the
+        generation record (prompt style, template hashes, generator, contrast-chain counts).
     """
     provided_latent = _provided(datagen, "latent_eval_data")
     want_train = datagen.provided.train_data is None
     want_latent = provided_latent is None
-    jobs = _jobs(datagen_concepts)
-    need_llm = want_train or want_latent
-    client = _client(generator_llm) if need_llm else None
+    client = _client(generator_llm) if want_train or want_latent else None
     since = client.totals() if client is not None else None
     results = []
-    if need_llm:
+    info: dict[str, Any] = {
+        "prompt_style": datagen.prompt_style,
+        "generated": {"train": want_train, "latent": want_latent},
+    }
+    if client is not None:
         prompts = DatagenPrompts(
             datagen.prompt_style,
             temperature=datagen.temperature,
@@ -170,28 +187,18 @@ def generate_concept_data(
             want_latent=want_latent,
             tokenizer_name=target_model.name,
         )
-        results = generator.run(jobs)
-        log.info("datagen templates: %s", prompts.hashes)
-    genres = {r.concept_id: r.genres for r in results}
-    meta = datagen_concepts.copy()
-    meta["concept_genres"] = [
-        list(genres.get(int(cid), [])) or list(g)
-        for cid, g in zip(meta["concept_id"], meta["concept_genres"], strict=True)
-    ]
-    meta = validate_table(meta[CONCEPTS_META_COLUMNS].reset_index(drop=True), "concepts_meta")
-    positives = rows_frame([row for r in results for row in r.train], "train_data")
-    latent = (
-        provided_latent
-        if provided_latent is not None
-        else rows_frame([row for r in results for row in r.latent], "latent_eval_data")
-    )
-    if provided_latent is None:
-        validate_table(latent, "latent_eval_data")
-        expected = {"positive": datagen.latent_num_of_examples, "negative": datagen.latent_num_of_examples}
-        check_counts(latent, "latent_eval_data", expected)
-        chain = Counter()
+        results = generator.run(_jobs(datagen_concepts))
+        chain: Counter[str] = Counter()
         for r in results:
             chain.update(r.stats)
+        info.update(
+            generator_model=client.model,
+            generator_backend=getattr(client, "backend_name", ""),
+            temperature=datagen.temperature,
+            top_p=datagen.top_p,
+            templates=prompts.hashes,
+            chain=dict(chain),
+        )
         log.info(
             "datagen contrast chain: %d related words → %d other meanings → %d distinct pairs (hard negatives); "
             "%d empty outputs",
@@ -200,23 +207,23 @@ def generate_concept_data(
             chain["contrast_pairs"],
             chain["empty_outputs"],
         )
-    if client is not None:
-        usage = client.usage_frame("datagen", since=since)
+    genres = {r.concept_id: r.genres for r in results}
+    meta = datagen_concepts.copy()
+    meta["concept_genres"] = [
+        list(genres.get(int(cid), [])) or list(g)
+        for cid, g in zip(meta["concept_id"], meta["concept_genres"], strict=True)
+    ]
+    meta = validate_table(meta[CONCEPTS_META_COLUMNS].reset_index(drop=True), "concepts_meta")
+    positives = rows_frame([row for r in results for row in r.train], "train_data")
+    if provided_latent is not None:
+        latent = provided_latent
     else:
-        usage = pd.DataFrame(
-            [
-                {
-                    "stage": "datagen",
-                    "model": "",
-                    "calls": 0,
-                    "cache_hits": 0,
-                    "input_tokens": 0,
-                    "output_tokens": 0,
-                    "cost_usd": 0.0,
-                }
-            ]
+        latent = validate_table(
+            rows_frame([row for r in results for row in r.latent], "latent_eval_data"), "latent_eval_data"
         )
-    return meta, positives, latent, usage
+        expected = {"positive": datagen.latent_num_of_examples, "negative": datagen.latent_num_of_examples}
+        check_counts(latent, "latent_eval_data", expected)
+    return meta, positives, latent, _usage(client, since), info
 
 
 def assemble_train_data(
@@ -247,26 +254,49 @@ def generate_preference_data(
     return validate_table(build_preference_data(train_data, answers), "preference_data")
 
 
+def _counts(column: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in column.value_counts().sort_index().items()}
+
+
 def summarise_datagen(
     train_data: pd.DataFrame,
     latent_eval_data: pd.DataFrame,
     preference_data: pd.DataFrame,
     datagen_llm_usage: pd.DataFrame,
-) -> None:
-    """Log one summary line: rows per category and the LLM calls and cost."""
-    train = train_data.assign(kind=train_data["category"].where(train_data["concept_id"] >= 0, "pool"))
-    usage = datagen_llm_usage.iloc[0] if len(datagen_llm_usage) else None
+    datagen_generation_info: dict[str, Any],
+    datagen: DatagenParams,
+    run: RunSettings,
+) -> dict[str, Any]:
+    """Log one summary line (rows per category, LLM calls and cost) and return the run's datagen manifest."""
+    kind = train_data["category"].where(train_data["concept_id"] >= 0, "pool")
+    usage = datagen_llm_usage.iloc[0].to_dict() if len(datagen_llm_usage) else {}
+    usage = {k: (v.item() if hasattr(v, "item") else v) for k, v in usage.items()}
+    manifest = {
+        "setting": run.setting,
+        "seed": run.seed,
+        "concepts": int(train_data.loc[train_data["concept_id"] >= 0, "concept_id"].nunique()),
+        "rows": {
+            "train_data": _counts(kind),
+            "latent_eval_data": _counts(latent_eval_data["category"]),
+            "preference_data": len(preference_data),
+        },
+        "llm_usage": usage,
+        "provided": datagen.provided.model_dump(),
+        "params": datagen.model_dump(exclude={"provided"}),
+        **datagen_generation_info,
+    }
     log.info(
         "datagen summary: %d concepts | train_data %s | latent_eval_data %s | preference_data %d | "
         "LLM %s: %d calls, %d cache hits, %d in / %d out tokens, $%.4f",
-        train_data.loc[train_data["concept_id"] >= 0, "concept_id"].nunique(),
-        {k: int(v) for k, v in train["kind"].value_counts().sort_index().items()},
-        {k: int(v) for k, v in latent_eval_data["category"].value_counts().sort_index().items()},
+        manifest["concepts"],
+        manifest["rows"]["train_data"],
+        manifest["rows"]["latent_eval_data"],
         len(preference_data),
-        "" if usage is None else usage["model"],
-        0 if usage is None else int(usage["calls"]),
-        0 if usage is None else int(usage["cache_hits"]),
-        0 if usage is None else int(usage["input_tokens"]),
-        0 if usage is None else int(usage["output_tokens"]),
-        0.0 if usage is None else float(usage["cost_usd"]),
+        usage.get("model", ""),
+        int(usage.get("calls", 0)),
+        int(usage.get("cache_hits", 0)),
+        int(usage.get("input_tokens", 0)),
+        int(usage.get("output_tokens", 0)),
+        float(usage.get("cost_usd", 0.0)),
     )
+    return manifest

@@ -36,7 +36,13 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "params:datagen",
                     "params:run",
                 ],
-                outputs=["concepts_meta", "datagen_train_positives", "latent_eval_data", "datagen_llm_usage"],
+                outputs=[
+                    "concepts_meta",
+                    "datagen_train_positives",
+                    "latent_eval_data",
+                    "datagen_llm_usage",
+                    "datagen_generation_info",
+                ],
                 name="generate_concept_data",
             ),
             node(
@@ -53,8 +59,16 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             ),
             node(
                 nodes.summarise_datagen,
-                inputs=["train_data", "latent_eval_data", "preference_data", "datagen_llm_usage"],
-                outputs=None,
+                inputs=[
+                    "train_data",
+                    "latent_eval_data",
+                    "preference_data",
+                    "datagen_llm_usage",
+                    "datagen_generation_info",
+                    "params:datagen",
+                    "params:run",
+                ],
+                outputs="datagen_manifest",
                 name="summarise_datagen",
             ),
         ]

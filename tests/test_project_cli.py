@@ -1,0 +1,64 @@
+"""The Kedro project as a user meets it: registry, and one-line errors for bad configuration."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+KEDRO = str(Path(sys.executable).with_name("kedro"))
+
+
+def _kedro(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    return subprocess.run([KEDRO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def project_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project's code and configuration with an empty data folder."""
+    dest = tmp_path_factory.mktemp("project") / "axbench"
+    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(".venv", ".git", "data", "build", "logs", "*.pyc"))
+    for layer in ("01_raw",):
+        shutil.copytree(ROOT / "data" / layer, dest / "data" / layer)
+    return dest
+
+
+@pytest.mark.slow
+def test_registry_lists_every_pipeline(project_copy: Path) -> None:
+    result = _kedro(["registry", "list"], project_copy)
+    assert result.returncode == 0, result.stderr
+    for name in ("__default__", "datagen", "training", "latent_eval", "steering_eval", "reporting"):
+        assert f"- {name}" in result.stdout
+
+
+@pytest.mark.slow
+def test_bad_parameter_stops_the_run_with_one_line(project_copy: Path) -> None:
+    result = _kedro(["run", "--pipeline", "reporting", "--params", "run.layer=nine"], project_copy)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert "params:run.layer" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not list((project_copy / "data" / "08_reporting").glob("**/*.csv"))
+
+
+@pytest.mark.slow
+def test_missing_model_path_is_named_before_any_work(project_copy: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    env_dir = project_copy / "conf" / "missing_model"
+    env_dir.mkdir(exist_ok=True)
+    (env_dir / "globals.yml").write_text(
+        "model:\n  source: local\n  name_or_path: " + str(missing) + "\n", encoding="utf-8"
+    )
+    result = _kedro(["run", "--env", "missing_model", "--pipeline", "training"], project_copy)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert "model.name_or_path" in errors[0]
+    assert "Traceback" not in result.stderr
