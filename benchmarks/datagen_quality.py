@@ -55,7 +55,11 @@ def concept_similarity(train: pd.DataFrame, latent: pd.DataFrame, model) -> pd.D
         .set_index("concept_id")["output_concept"]
     )
     concept_vecs = dict(
-        zip(concepts.index, model.encode(concepts.tolist(), normalize_embeddings=True, batch_size=64), strict=True)
+        zip(
+            concepts.index,
+            model.encode(concepts.tolist(), normalize_embeddings=True, batch_size=64),
+            strict=True,
+        )
     )
     matrix = np.stack([concept_vecs[c] for c in concepts.index])
     rows = []
@@ -72,26 +76,35 @@ def concept_similarity(train: pd.DataFrame, latent: pd.DataFrame, model) -> pd.D
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--setting", default="embedded_270m_l9")
+    parser.add_argument("--root", type=Path, default=ROOT, help="project root holding data/02_intermediate")
     parser.add_argument("--train", type=Path, default=None)
     parser.add_argument("--latent", type=Path, default=None)
     args = parser.parse_args(argv)
-    base = ROOT / "data" / "02_intermediate" / args.setting
+    base = args.root / "data" / "02_intermediate" / args.setting
     train_path = latest_version(args.train or base / "train_data.parquet")
     latent_path = latest_version(args.latent or base / "latent_eval_data.parquet")
     train, latent = pd.read_parquet(train_path), pd.read_parquet(latent_path)
     print(f"train_data: {train_path}\nlatent_eval_data: {latent_path}")
     table = concept_similarity(train, latent, embedder())
-    summary = table.groupby(["table", "category"]).agg(similarity=("similarity", "mean"), rows=("rows", "sum"))
+    summary = table.groupby(["table", "category"]).agg(
+        similarity=("similarity", "mean"), rows=("rows", "sum")
+    )
     print("\nmean cosine similarity of outputs to their concept (all-MiniLM-L6-v2):")
     print(summary.round(3).to_string())
-    lat = table[table["table"] == "latent_eval_data"].pivot(index="concept_id", columns="category", values="similarity")
+    lat = table[table["table"] == "latent_eval_data"].pivot(
+        index="concept_id", columns="category", values="similarity"
+    )
     if {"positive", "negative"} <= set(lat.columns):
         gap = lat["positive"] - lat["negative"]
         print("\nper concept (latent_eval_data):")
         print(lat.assign(gap=gap).round(3).to_string())
-        print(f"\npositives − negatives: mean gap {gap.mean():.3f}, concepts with a positive gap {int((gap > 0).sum())}/{len(gap)}")
+        print(
+            f"\npositives − negatives: mean gap {gap.mean():.3f}, concepts with a positive gap {int((gap > 0).sum())}/{len(gap)}"
+        )
     pos = table[(table["table"] == "train_data") & (table["category"] == "positive")]["similarity"].mean()
-    pool = table[(table["table"] == "train_data") & (table["category"] == "pool negative")]["similarity"].mean()
+    pool = table[(table["table"] == "train_data") & (table["category"] == "pool negative")][
+        "similarity"
+    ].mean()
     print(f"train_data: positives {pos:.3f} vs pool negatives {pool:.3f} (gap {pos - pool:.3f})")
     return 0
 

@@ -117,4 +117,4 @@ def test_seed_pools_from_upstream_filters_and_splits(tmp_path):
         )
         == 0
     )
-    assert pd.read_csv(out).equals(pd.read_csv(out)) and len(pd.read_csv(out)) == 6
+    pd.testing.assert_frame_equal(pd.read_csv(out), pools)

@@ -37,9 +37,11 @@ def test_parameters_validate(env: str) -> None:
         6,
     )
     assert latent.imbalance_factor == 100 and latent.batch_size == 16
-    assert latent.prompt_detection.max_new_tokens == (24 if env == "base" else 512)
+    assert latent.prompt_detection.max_new_tokens == (4 if env == "base" else 512)
 
 
-def test_detection_template_has_the_rubric_placeholders() -> None:
+def test_detection_templates_have_the_rubric_placeholders() -> None:
     text = (CONF / "base" / "prompts" / "detect_concept_rating.txt").read_text()
     assert "{concept}" in text and "{text}" in text and "Rating: [[N]]" in text
+    base = (CONF / "base" / "prompts" / "detect_concept_rating_base.txt").read_text()
+    assert "{concept}" in base and "{text}" in base and base.rstrip("\n").endswith("Rating: [[")

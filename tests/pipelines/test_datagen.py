@@ -16,13 +16,14 @@ from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
-from kedro_datasets.pandas import CSVDataset, ParquetDataset
+from kedro_datasets.pandas import CSVDataset
 
 from axbench_kedro.cache import SQLiteCache
 from axbench_kedro.config.common import RunSettings
 from axbench_kedro.config.datagen import DatagenParams, ProvidedData
 from axbench_kedro.datagen.concepts import ConceptEntry
 from axbench_kedro.datagen.instructions import InstructionPools, stage_rng
+from axbench_kedro.datagen.io import ProtocolParquetDataset
 from axbench_kedro.datagen.prompts import KINDS
 from axbench_kedro.datagen.schemas import read_table
 from axbench_kedro.lm.chat import format_prompt
@@ -86,7 +87,7 @@ def _catalog(
         "datagen_manifest": JSONDataset(filepath=str(tmp / "out" / "manifest.json")),
     }
     for name in OUTPUTS[:4]:
-        datasets[name] = ParquetDataset(filepath=str(tmp / "out" / f"{name}.parquet"))
+        datasets[name] = ProtocolParquetDataset(schema=name, filepath=str(tmp / "out" / f"{name}.parquet"))
     return DataCatalog(datasets)
 
 

@@ -20,11 +20,14 @@ class PromptDetectionSettings(StrictModel):
 
     Attributes:
         template: prompt template name under ``conf/base/prompts/`` (placeholders ``{concept}``, ``{text}``).
+        reply_prefix: text the template ends with that the reply continues (a base model is primed with
+            ``Rating: [[``); it is put back in front of the reply before parsing.
         temperature: sampling temperature (protocol: 1.0).
         max_new_tokens: cap on the rating reply (protocol: 512; the embedded env lowers it for speed).
     """
 
     template: str = "detect_concept_rating"
+    reply_prefix: str = ""
     temperature: float = Field(1.0, ge=0)
     max_new_tokens: int = Field(512, ge=1)
 

@@ -26,7 +26,7 @@ from axbench_kedro.lm.activations import decoder_layers
 from axbench_kedro.lm.types import TargetModel
 from axbench_kedro.methods.activations import LMBatch
 
-__all__ = ["LMTail", "linear_cross_entropy"]
+__all__ = ["LMTail", "linear_cross_entropy", "vocab_chunk"]
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -84,17 +84,25 @@ def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, softcap: float | None) 
     return logits
 
 
+def vocab_chunk(n_rows: int, vocab: int, device: torch.device) -> int:
+    """Vocabulary columns per chunk: ~1M logits on CPU (stays in cache: ~4x faster than big chunks), ~64M on GPU."""
+    target = 2**26 if device.type == "cuda" else 2**20
+    return int(min(vocab, max(256, (target // max(n_rows, 1)) // 256 * 256)))
+
+
 def linear_cross_entropy(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     labels: torch.Tensor,
     softcap: float | None = None,
-    chunk: int = 32768,
+    chunk: int | None = None,
 ) -> torch.Tensor:
     """Per-row ``F.cross_entropy(softcap(hidden @ weight.T).float(), labels, reduction="none")``, chunked.
 
-    ``weight`` is treated as frozen (no gradient); ``hidden`` gets the exact gradient.
+    ``weight`` is treated as frozen (no gradient); ``hidden`` gets the exact gradient. ``chunk`` = vocabulary
+    columns per chunk (default :func:`vocab_chunk`).
     """
+    chunk = chunk or vocab_chunk(hidden.shape[0], weight.shape[0], hidden.device)
     return _LinearCrossEntropy.apply(hidden, weight, labels, softcap, chunk)
 
 

@@ -317,7 +317,9 @@ def score_prompt_detection(
     ]
     since = client.totals()
     replies = client.complete_many(requests, desc="PromptDetection")
-    ratings = np.array([parse_detection_rating(r.text) for r in replies], dtype=np.float64)
+    ratings = np.array(
+        [parse_detection_rating(settings.reply_prefix + r.text) for r in replies], dtype=np.float64
+    )
     n_failed = int((ratings < 0).sum())
     if n_failed:
         log.warning(
@@ -340,6 +342,7 @@ def score_prompt_detection(
         for name in names
     ]
     usage = client.usage_frame("latent_eval", since=since)
+    usage["template"] = template.name
     usage["template_sha256"] = template.sha256
     usage["parse_failures"] = n_failed
     return pd.concat(frames, ignore_index=True), usage
