@@ -7,6 +7,8 @@ positions that predict response tokens.
 
 ``dtype`` lets the tail run in another precision than the model (e.g. bfloat16 on a CPU with AMX, several times
 faster than float32 there): the later blocks, the final norm and the head are then copied once in that dtype.
+The cross-entropy over the (262k-entry) vocabulary is computed in cache-sized vocabulary chunks
+(:func:`linear_cross_entropy`), so no ``[tokens, vocab]`` logits tensor is ever materialised.
 
 Example:
     >>> tail = LMTail(tm, layer=9)

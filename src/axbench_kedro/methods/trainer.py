@@ -1,13 +1,15 @@
-"""Train every configured method, concept by concept, sharing the expensive parts.
+"""Train every configured method on every concept, sharing the expensive parts.
 
-Per concept, one truncated forward pass over its F-binary positives (the genre's pool negatives are computed once
-per genre) feeds every method that needs activations; the LM-objective methods share one cached pass over
-``F-prompt + output`` rows. Per-concept results are stored under a content key (model, layer, method, its version
-and hyperparameters, seed, the concept's rows), so an unchanged rerun — or a resumed one — recomputes nothing.
+Concepts are handled in groups (``concept_group_size``): one truncated forward pass over the group's F-binary
+positives (each genre's pool negatives once per run) feeds every method that needs activations, and the
+LM-objective methods (SSV, ReFT-r1) slice their layer-L states out of that same pass and take their optimizer
+steps for the whole group at once. Per-concept results are stored under a content key (model, layer, method, its
+version and hyperparameters, seed, the concept's rows), so an unchanged rerun — or a resumed one — recomputes
+nothing.
 
 Example:
-    >>> artifacts, summary = train_methods(tm, concepts, [(get_method("DiffMean"), None)], setting="s", layer=1,
-    ...                                    seed=42)
+    >>> opts = TrainOptions(setting="s", layer=1, seed=42)
+    >>> artifacts, summary = train_methods(tm, concepts, [(get_method("DiffMean"), None)], opts)
 """
 
 from __future__ import annotations
