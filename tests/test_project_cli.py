@@ -62,3 +62,23 @@ def test_missing_model_path_is_named_before_any_work(project_copy: Path, tmp_pat
     assert len(errors) == 1, result.stderr[-3000:]
     assert "model.name_or_path" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_llm_judge_without_key_is_named_before_any_work(project_copy: Path) -> None:
+    env_dir = project_copy / "conf" / "judge_without_key"
+    env_dir.mkdir(exist_ok=True)
+    (env_dir / "globals.yml").write_text(
+        "judge:\n  kind: llm\n  backend: openai\n  model: gpt-4o-mini\n  base_url: null\n", encoding="utf-8"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env.update({"KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"})
+    result = subprocess.run(
+        [KEDRO, "run", "--env", "judge_without_key", "--pipeline", "steering_eval"],
+        cwd=project_copy, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert "openai.api_key" in errors[0]
+    assert "Running node" not in result.stderr + result.stdout

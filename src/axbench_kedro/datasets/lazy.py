@@ -75,6 +75,13 @@ class LazyDataset(AbstractDataset[None, LazyHandle]):
     def load(self) -> LazyHandle:
         return self._handle
 
+    def validate(self) -> None:
+        """Build the inner dataset (not load it) and run its own ``validate()``, e.g. a credentials check."""
+        inner = AbstractDataset.from_config(f"lazy:{self._config['type']}", dict(self._config))
+        check = getattr(inner, "validate", None)
+        if callable(check):
+            check()
+
     def save(self, data: LazyHandle) -> None:
         raise DatasetError("LazyDataset is read-only")
 
