@@ -114,7 +114,7 @@ def test_proxy_needs_no_llm_client(tiny_gemma3) -> None:
 def test_unknown_judge_kind_lists_the_known_ones(tiny_gemma3) -> None:
     from axbench_kedro.errors import AxbenchConfigError
 
-    with pytest.raises(AxbenchConfigError, match="known: llm, proxy"):
+    with pytest.raises(AxbenchConfigError, match="known judges: llm, proxy"):
         build_judge(JudgeParams(kind="oracle"), JudgeResources(target_model=tiny_gemma3))
 
 

@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,6 +21,7 @@ import pandas as pd
 
 from axbench_kedro.errors import AxbenchConfigError, AxbenchDataError
 from axbench_kedro.metrics.steering import CRITERIA, GENERATION_KEYS
+from axbench_kedro.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from axbench_kedro.config.steering_eval import JudgeParams
@@ -198,41 +198,22 @@ def _distinct_items(generations: pd.DataFrame, prompts: pd.DataFrame) -> tuple[p
     return items[ITEM_COLUMNS].reset_index(drop=True), codes.tolist()
 
 
-_REGISTRY: dict[str, type[Judge]] = {}
+_JUDGES: Registry[type[Judge]] = Registry(
+    "judge", attribute="kind", package="axbench_kedro.judges", key="steering_eval.judge.kind"
+)
 
-
-def register_judge(kind: str) -> Callable[[type[Judge]], type[Judge]]:
-    """Class decorator registering a :class:`Judge` subclass under ``kind``."""
-
-    def wrap(cls: type[Judge]) -> type[Judge]:
-        if kind in _REGISTRY and _REGISTRY[kind] is not cls:
-            raise ValueError(f"judge kind {kind!r} is already registered by {_REGISTRY[kind].__qualname__}")
-        cls.kind = kind
-        _REGISTRY[kind] = cls
-        return cls
-
-    return wrap
-
-
-def _ensure_loaded() -> None:
-    import axbench_kedro.judges  # noqa: F401  (imports the judge modules, which register themselves)
+register_judge = _JUDGES.register
+"""Class decorator registering a :class:`Judge` subclass under ``kind``."""
 
 
 def get_judge_class(kind: str) -> type[Judge]:
     """The judge class registered as ``kind`` (``AxbenchConfigError`` listing the known kinds otherwise)."""
-    _ensure_loaded()
-    try:
-        return _REGISTRY[kind]
-    except KeyError:
-        raise AxbenchConfigError(
-            f"steering_eval.judge.kind: unknown judge {kind!r}; known: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+    return _JUDGES.get(kind)
 
 
 def list_judges() -> list[str]:
     """Registered judge kinds, sorted."""
-    _ensure_loaded()
-    return sorted(_REGISTRY)
+    return _JUDGES.names()
 
 
 def build_judge(config: JudgeParams, resources: JudgeResources) -> Judge:

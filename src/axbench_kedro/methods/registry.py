@@ -10,31 +10,17 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
-from axbench_kedro.errors import AxbenchConfigError
 from axbench_kedro.methods.base import Method
+from axbench_kedro.registry import Registry
 
 __all__ = ["register", "get_method", "list_methods", "steering_methods", "detection_methods"]
 
-_REGISTRY: dict[str, type[Method]] = {}
+_METHODS: Registry[type[Method]] = Registry("method", attribute="name", package="axbench_kedro.methods")
 
-
-def register(name: str) -> Callable[[type[Method]], type[Method]]:
-    """Class decorator: register a :class:`Method` subclass under ``name`` (sets ``cls.name``)."""
-
-    def wrap(cls: type[Method]) -> type[Method]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"method {name!r} is already registered by {_REGISTRY[name].__qualname__}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
-
-def _ensure_loaded() -> None:
-    import axbench_kedro.methods  # noqa: F401  (imports every method module, which registers itself)
+register = _METHODS.register
+"""Class decorator: register a :class:`Method` subclass under ``name`` (sets ``cls.name``)."""
 
 
 def get_method(name: str) -> Method:
@@ -43,19 +29,12 @@ def get_method(name: str) -> Method:
     Raises:
         AxbenchConfigError: unknown name (the message lists the known ones).
     """
-    _ensure_loaded()
-    try:
-        return _REGISTRY[name]()
-    except KeyError:
-        raise AxbenchConfigError(
-            f"unknown method {name!r}; known methods: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+    return _METHODS.get(name)()
 
 
 def list_methods() -> list[str]:
     """Every registered method name, sorted."""
-    _ensure_loaded()
-    return sorted(_REGISTRY)
+    return _METHODS.names()
 
 
 def steering_methods(names: Iterable[str]) -> list[Method]:
