@@ -43,14 +43,14 @@ def test_5xx_is_retried_until_success(server, make_client):
 
 
 def test_slow_reply_times_out_and_is_retried(server, make_client):
-    server.add_failures(("sleep", 1.5))
+    server.add_failures(("sleep", 6.0))
     client = make_client(timeout_s=0.3)
     start = time.perf_counter()
     (reply,) = client.complete_many([_req()])
     elapsed = time.perf_counter() - start
     assert reply.text == "reply to: hello there"
     assert len(server.requests) == 2
-    assert elapsed < 1.4  # gave up on the slow one instead of waiting for it
+    assert elapsed < 4.0  # gave up on the 6 s reply instead of waiting for it
 
 
 @pytest.mark.parametrize("action", ["malformed", "no_choices"])

@@ -106,7 +106,6 @@ def test_lm_rows_are_sliced_from_the_binary_pass(tm, concepts) -> None:
     c = concepts[0]
     prompts = [format_prompt(tm.tokenizer, i) for i in c.inputs]
     fresh = compute_lm_rows(tm, prompts, list(c.outputs), LAYER, p, batch_size=4)
-    assert res.seconds["lm_cache"] < res.seconds["activations"]
     for a, b in zip(reused.hidden, fresh.hidden, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
     assert reused.prompt_lengths == fresh.prompt_lengths
