@@ -243,6 +243,8 @@ class Method(ABC):
         requires: trainer resources needed per concept (see :data:`Requirement`).
         detects: has a detection score (scored by ``latent_eval``).
         detection_kind: how it is scored (see the module docstring).
+        token_activation: per-token score of the default :meth:`detection_encoder`: ``linear`` (h·w) or ``relu``
+            (ReLU(h·w), the LM-objective methods).
         steers: usable by ``steering_eval``.
         factor_free: steering has no strength knob (one generation per instruction).
         magnitude_source: where the steering magnitude m comes from: ``latent_eval`` (max of ``max_act`` over the
@@ -258,6 +260,7 @@ class Method(ABC):
     requires: ClassVar[frozenset[str]] = frozenset()
     detects: ClassVar[bool] = True
     detection_kind: ClassVar[DetectionKind] = "activation"
+    token_activation: ClassVar[Literal["linear", "relu"]] = "linear"
     steers: ClassVar[bool] = True
     factor_free: ClassVar[bool] = False
     magnitude_source: ClassVar[MagnitudeSource] = "latent_eval"
@@ -302,9 +305,12 @@ class Method(ABC):
 
     # ---- detection -----------------------------------------------------------------------------------------
     def detection_encoder(self, artifact: MethodArtifact) -> DetectionEncoder:
-        """Per-token scorer of an ``activation`` method (rank-1 methods: ``h·w``, no bias)."""
+        """Per-token scorer of an ``activation`` method (rank-1 methods: ``h·w``, no bias, then
+        :attr:`token_activation`)."""
         weight = artifact.tensors["weight"].float()
-        return DetectionEncoder(weight=weight, bias=torch.zeros(weight.shape[0]), activation="linear")
+        return DetectionEncoder(
+            weight=weight, bias=torch.zeros(weight.shape[0]), activation=self.token_activation
+        )
 
     def score_texts(
         self, artifact: MethodArtifact, texts: Sequence[str], concept_rows: torch.Tensor | None = None

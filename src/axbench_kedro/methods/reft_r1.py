@@ -23,7 +23,7 @@ from pydantic import Field
 from torch import nn
 
 from axbench_kedro.config.common import StrictModel
-from axbench_kedro.methods.base import ConceptInputs, DetectionEncoder, Method, MethodArtifact
+from axbench_kedro.methods.base import ConceptInputs, Method
 from axbench_kedro.methods.lm_objective import (
     clip_rows_,
     group_batches,
@@ -91,6 +91,7 @@ class ReFTr1(Method):
 
     Params = ReFTr1Params
     requires = frozenset({"lm_objective"})
+    token_activation = "relu"  # detection: max ReLU(h·w)
 
     def train_concept(self, inputs: ConceptInputs, hp: ReFTr1Params) -> dict[str, Any]:
         return self.train_group([inputs], hp)[0]
@@ -135,7 +136,3 @@ class ReFTr1(Method):
             {"weight": w[c].detach().float().cpu(), "bias": torch.zeros(()), "train_loss": losses[c]}
             for c in range(n_c)
         ]
-
-    def detection_encoder(self, artifact: MethodArtifact) -> DetectionEncoder:
-        weight = artifact.tensors["weight"].float()
-        return DetectionEncoder(weight=weight, bias=torch.zeros(weight.shape[0]), activation="relu")

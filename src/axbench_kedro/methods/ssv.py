@@ -14,7 +14,7 @@ from pydantic import Field
 from torch import nn
 
 from axbench_kedro.config.common import StrictModel
-from axbench_kedro.methods.base import ConceptInputs, DetectionEncoder, Method, MethodArtifact
+from axbench_kedro.methods.base import ConceptInputs, Method
 from axbench_kedro.methods.lm_objective import group_batches, per_group_mean, split_by_size, steps_per_run
 from axbench_kedro.methods.rank1 import linear_decay
 from axbench_kedro.methods.registry import register
@@ -43,6 +43,7 @@ class SSV(Method):
     Params = SSVParams
     requires = frozenset({"lm_objective"})
     trains_on_negatives = False
+    token_activation = "relu"  # detection: max ReLU(h·w)
 
     def train_concept(self, inputs: ConceptInputs, hp: SSVParams) -> dict[str, Any]:
         return self.train_group([inputs], hp)[0]
@@ -78,7 +79,3 @@ class SSV(Method):
             {"weight": w[c].detach().float().cpu(), "bias": torch.zeros(()), "train_loss": losses[c]}
             for c in range(n_c)
         ]
-
-    def detection_encoder(self, artifact: MethodArtifact) -> DetectionEncoder:
-        weight = artifact.tensors["weight"].float()
-        return DetectionEncoder(weight=weight, bias=torch.zeros(weight.shape[0]), activation="relu")
