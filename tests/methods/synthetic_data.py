@@ -10,6 +10,8 @@ import random
 
 import pandas as pd
 
+from fixtures.released_layout import TEST_COLUMNS
+
 __all__ = ["CONCEPTS", "make_concepts_meta", "make_train_data", "make_latent_eval_data"]
 
 CONCEPTS = [
@@ -98,13 +100,4 @@ def make_latent_eval_data(
     frame["concept_id"] = frame["concept_id"].astype("int64")
     frame["sae_link"] = "null"
     frame["sae_id"] = pd.Series([-1] * len(frame), dtype="int64")
-    cols = [
-        "input",
-        "output",
-        "output_concept",
-        "concept_genre",
-        "category",
-        "dataset_category",
-        "concept_id",
-    ]
-    return frame[[*cols, "sae_link", "sae_id"]]
+    return frame[TEST_COLUMNS]
