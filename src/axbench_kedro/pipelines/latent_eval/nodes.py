@@ -141,6 +141,21 @@ def _empty_scores() -> pd.DataFrame:
         "int64", "int64", "object", "object", "float64", "int64", "object"], strict=True)})  # fmt: skip
 
 
+def _row_scores_frame(data: pd.DataFrame, method: str, scores: np.ndarray) -> pd.DataFrame:
+    """``latent_scores`` rows of a method scored per text (no token positions): one score per row of ``data``."""
+    return pd.DataFrame(
+        {
+            "concept_id": data["concept_id"].astype("int64").to_numpy(),
+            "row_id": np.arange(len(data), dtype=np.int64),
+            "category": data["category"].to_numpy(),
+            "method": method,
+            "max_act": np.round(scores, 3),
+            "max_act_idx": -1,
+            "max_token": "",
+        }
+    )
+
+
 def _pool_frame(full: np.ndarray, pool: pd.DataFrame, concepts: list[int], method: str) -> pd.DataFrame:
     """Long ``neg_row_id, concept_id, method, max_act`` rows of a ``[n_pool, n_concepts]`` score matrix."""
     n_pool, n_concepts = full.shape
@@ -234,19 +249,7 @@ def score_model_methods(
         if method.detection_kind != "text":
             continue
         own = method.score_texts(art, texts, art.rows_of(concept_ids))
-        frames.append(
-            pd.DataFrame(
-                {
-                    "concept_id": concept_ids,
-                    "row_id": np.arange(len(data), dtype=np.int64),
-                    "category": data["category"].to_numpy(),
-                    "method": name,
-                    "max_act": np.round(own, 3),
-                    "max_act_idx": -1,
-                    "max_token": "",
-                }
-            )
-        )
+        frames.append(_row_scores_frame(data, name, own))
         if pool_rows:
             full = method.score_texts(art, [texts[r] for r in pool_rows])[
                 :, art.rows_of(all_concepts).numpy()
@@ -327,20 +330,7 @@ def score_prompt_detection(
             n_failed,
             len(ratings),
         )
-    frames = [
-        pd.DataFrame(
-            {
-                "concept_id": data["concept_id"].astype("int64").to_numpy(),
-                "row_id": np.arange(len(data), dtype=np.int64),
-                "category": data["category"].to_numpy(),
-                "method": name,
-                "max_act": np.round(ratings, 3),
-                "max_act_idx": -1,
-                "max_token": "",
-            }
-        )
-        for name in names
-    ]
+    frames = [_row_scores_frame(data, name, ratings) for name in names]
     usage = client.usage_frame("latent_eval", since=since)
     usage["template"] = template.name
     usage["template_sha256"] = template.sha256
