@@ -3,27 +3,64 @@
 from __future__ import annotations
 
 import pytest
+from kedro.pipeline import node, pipeline
 from kedro.validation import ParameterValidationError
 from pydantic import ValidationError
 
 from axbench_kedro.cli import _user_error, summarise_error
 from axbench_kedro.config.common import RunSettings
+from axbench_kedro.context import ParameterProblem, ParameterProblemsError, parameter_problems
 from axbench_kedro.errors import AxbenchConfigError
 
 
-def _kedro_style_error() -> ParameterValidationError:
+def _uses_run(run: RunSettings) -> int:
+    return run.layer
+
+
+def _uses_optional_run(run: RunSettings | None) -> int:
+    return 0 if run is None else run.layer
+
+
+_PIPELINES = {"p": pipeline([node(_uses_run, "params:run", "out")])}
+
+
+def _parameter_error() -> ParameterProblemsError:
+    """What the project context raises when Kedro's parameter validation fails."""
+    problems = parameter_problems({"run": {"setting": "s", "layer": "nine", "sedd": 1}}, _PIPELINES)
     try:
-        RunSettings(setting="s", layer="nine", sedd=1)
-    except ValidationError as exc:
-        return ParameterValidationError(f"Parameter validation failed:\n- Parameter 'run': {exc}")
-    raise AssertionError("RunSettings accepted bad input")
+        try:
+            raise ParameterValidationError("Parameter validation failed:\n- Parameter 'run': ...")
+        except ParameterValidationError as kedro_error:
+            raise ParameterProblemsError(problems) from kedro_error
+    except ParameterProblemsError as exc:
+        return exc
+
+
+def test_parameter_problems_keep_pydantic_structure() -> None:
+    problems = parameter_problems({"run": {"setting": "s", "layer": "nine", "sedd": 1}}, _PIPELINES)
+    assert [(p.key, p.loc) for p in problems] == [("run", ("layer",)), ("run", ("sedd",))]
+    assert str(problems[1]) == "params:run.sedd: Extra inputs are not permitted"
+    assert parameter_problems({"run": {"setting": "s", "layer": 3}}, _PIPELINES) == []
+    assert parameter_problems({}, _PIPELINES) == []
+    assert parameter_problems({"run": None}, _PIPELINES) == [
+        ParameterProblem("run", (), "value is None but type is not Optional")
+    ]
+    optional = {"p": pipeline([node(_uses_optional_run, "params:run", "out")])}
+    assert parameter_problems({"run": None}, optional) == []
 
 
 def test_parameter_error_becomes_one_line_naming_each_key() -> None:
-    line = summarise_error(_kedro_style_error())
+    error = _parameter_error()
+    assert _user_error(error) is error
+    line = summarise_error(error)
     assert "\n" not in line
-    assert "params:run.layer" in line
+    assert line.startswith("Parameter validation failed: params:run.layer: ")
     assert "params:run.sedd: Extra inputs are not permitted" in line
+
+
+def test_unstructured_parameter_error_is_still_one_line() -> None:
+    line = summarise_error(ParameterValidationError("Parameter validation failed:\n- Parameter 'run': bad"))
+    assert line == "Parameter validation failed: - Parameter 'run': bad"
 
 
 def test_user_error_found_through_the_exception_chain() -> None:

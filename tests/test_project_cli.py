@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 KEDRO = str(Path(sys.executable).with_name("kedro"))
@@ -23,10 +24,22 @@ def _kedro(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 def project_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project's code and configuration with an empty data folder."""
     dest = tmp_path_factory.mktemp("project") / "axbench"
-    shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(".venv", ".git", "data", "build", "logs", "*.pyc"))
+    shutil.copytree(
+        ROOT, dest, ignore=shutil.ignore_patterns(".venv", ".git", "data", "build", "logs", "*.pyc")
+    )
     for layer in ("01_raw",):
         shutil.copytree(ROOT / "data" / layer, dest / "data" / layer)
     return dest
+
+
+def _env_from_demo(project: Path, name: str, globals_override: dict) -> None:
+    """A new environment ``name``: the demo's configuration with some globals changed (as a user would start)."""
+    env_dir = project / "conf" / name
+    shutil.copytree(project / "conf" / "demo", env_dir, dirs_exist_ok=True)
+    globals_ = yaml.safe_load((env_dir / "globals.yml").read_text(encoding="utf-8"))
+    for key, value in globals_override.items():
+        globals_[key] = {**globals_.get(key, {}), **value} if isinstance(value, dict) else value
+    (env_dir / "globals.yml").write_text(yaml.safe_dump(globals_), encoding="utf-8")
 
 
 @pytest.mark.slow
@@ -49,12 +62,22 @@ def test_bad_parameter_stops_the_run_with_one_line(project_copy: Path) -> None:
 
 
 @pytest.mark.slow
+def test_environment_without_its_setting_is_named(project_copy: Path) -> None:
+    env_dir = project_copy / "conf" / "half_done"
+    env_dir.mkdir(exist_ok=True)
+    (env_dir / "globals.yml").write_text("layer: 9\n", encoding="utf-8")  # no `setting`, no `model`
+    result = _kedro(["run", "--env", "half_done", "--pipeline", "training"], project_copy)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert "'setting'" in errors[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
 def test_missing_model_path_is_named_before_any_work(project_copy: Path, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-model"
-    env_dir = project_copy / "conf" / "missing_model"
-    env_dir.mkdir(exist_ok=True)
-    (env_dir / "globals.yml").write_text(
-        "model:\n  source: local\n  name_or_path: " + str(missing) + "\n", encoding="utf-8"
+    _env_from_demo(
+        project_copy, "missing_model", {"model": {"source": "local", "name_or_path": str(missing)}}
     )
     result = _kedro(["run", "--env", "missing_model", "--pipeline", "training"], project_copy)
     assert result.returncode == 1
@@ -66,16 +89,20 @@ def test_missing_model_path_is_named_before_any_work(project_copy: Path, tmp_pat
 
 @pytest.mark.slow
 def test_llm_judge_without_key_is_named_before_any_work(project_copy: Path) -> None:
-    env_dir = project_copy / "conf" / "judge_without_key"
-    env_dir.mkdir(exist_ok=True)
-    (env_dir / "globals.yml").write_text(
-        "judge:\n  kind: llm\n  backend: openai\n  model: gpt-4o-mini\n  base_url: null\n", encoding="utf-8"
+    _env_from_demo(
+        project_copy,
+        "judge_without_key",
+        {"judge": {"kind": "llm", "backend": "openai", "model": "gpt-4o-mini"}},
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     env.update({"KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"})
     result = subprocess.run(
         [KEDRO, "run", "--env", "judge_without_key", "--pipeline", "steering_eval"],
-        cwd=project_copy, env=env, capture_output=True, text=True, timeout=300,
+        cwd=project_copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]

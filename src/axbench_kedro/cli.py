@@ -1,13 +1,14 @@
 """Project CLI: ``kedro run`` as usual, but configuration mistakes end in one readable line.
 
 Kedro's own failure on a bad parameter is a long traceback. Here the full trace goes to
-``logs/last-error.log`` and the terminal gets one line naming the key or file, with exit code 1.
+``logs/last-error.log`` and the terminal gets one line naming the key or file, with exit code 1. The line is built
+from the errors' structure (``ParameterProblemsError.problems`` of the project context, pydantic's
+``errors()``), never by parsing their text.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import traceback
 import warnings
@@ -16,6 +17,7 @@ from pathlib import Path
 import click
 from kedro.framework.cli.project import run as kedro_run
 
+from axbench_kedro.context import ParameterProblemsError
 from axbench_kedro.errors import AxbenchConfigError, AxbenchDataError
 
 __all__ = ["cli", "summarise_error"]
@@ -31,50 +33,39 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (AxbenchConfigError, AxbenchData
 def _user_error(exc: BaseException) -> BaseException | None:
     """Find an error meant for the user anywhere in the exception chain."""
     from kedro.validation import ParameterValidationError
+    from omegaconf.errors import InterpolationResolutionError
     from pydantic import ValidationError
 
+    # InterpolationResolutionError: a ${globals:...} key the environment does not define (e.g. `setting`).
+    kinds = (*_USER_ERRORS, ParameterValidationError, ValidationError, InterpolationResolutionError)
     seen = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, (*_USER_ERRORS, ParameterValidationError, ValidationError)):
+        if isinstance(current, kinds):
             return current
         current = current.__cause__ or current.__context__
     return None
 
 
 def summarise_error(exc: BaseException) -> str:
-    """One line for the user: which key or file is wrong and why."""
+    """One line for the user: which key or file is wrong and why.
+
+    Args:
+        exc: an error found by :func:`_user_error`.
+
+    Returns:
+        ``Parameter validation failed: params:<key>.<loc>: <msg>; …`` for parameter errors,
+        ``<model>: <loc>: <msg>; …`` for other pydantic errors, otherwise the message on one line.
+    """
     from pydantic import ValidationError
 
+    if isinstance(exc, ParameterProblemsError):
+        return "Parameter validation failed: " + "; ".join(str(p) for p in exc.problems)
     if isinstance(exc, ValidationError):
         parts = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
         return f"{exc.title}: " + "; ".join(parts)
-    text = str(exc)
-    if text.startswith("Parameter validation failed"):
-        return "Parameter validation failed: " + "; ".join(_parameter_problems(text))
-    return " ".join(text.split())
-
-
-def _parameter_problems(text: str) -> list[str]:
-    """Turn Kedro's multi-line pydantic report into ``params:block.key: message`` items."""
-    problems: list[str] = []
-    for block in re.split(r"\n- ", text)[1:]:
-        lines = block.splitlines()
-        head = re.match(r"Parameter '([^']+)'", lines[0])
-        key = head.group(1) if head else "?"
-        loc = None
-        for line in lines[1:]:
-            if not line.strip() or line.strip().startswith("For further information"):
-                continue
-            if not line.startswith(" "):
-                loc = line.strip()
-            else:
-                msg = re.sub(r"\s*\[type=.*$", "", line.strip())
-                problems.append(f"params:{key}{'.' + loc if loc else ''}: {msg}")
-        if not problems or not problems[-1].startswith(f"params:{key}"):
-            problems.append(f"params:{key}: {lines[0].split(':', 1)[-1].strip()}")
-    return problems
+    return " ".join(str(exc).split())
 
 
 @click.group(name="axbench-kedro")
