@@ -6,7 +6,7 @@ import pytest
 import torch
 from kedro.runner import SequentialRunner
 
-from axbench_kedro.config.training import DEFAULT_METHODS, TrainingParams
+from axbench_kedro.config.training import TrainingParams
 from axbench_kedro.pipelines.training import create_pipeline
 from fixtures.tiny_models import make_tiny_target_model
 from methods.pipeline_inputs import LAYER, SAE_IDS, training_catalog, write_sae
@@ -22,7 +22,8 @@ def test_training_writes_every_method_with_concept_rows(tm, tmp_path) -> None:
     SequentialRunner().run(create_pipeline(), catalog)
     arts = catalog.load("method_artifacts")
     summary = catalog.load("training_summary")
-    assert list(arts) == DEFAULT_METHODS
+    builtins = ["DiffMean", "PCA", "LAT", "Probe", "ReFT-r1", "SSV", "SAE", "SAE-A", "BoW", "Prompt"]
+    assert list(arts) == builtins == TrainingParams().method_names()  # `methods: null` = every registered one
     for name in ("DiffMean", "PCA", "LAT", "Probe", "ReFT-r1", "SSV"):
         art = arts[name]
         assert art.ok and art.tensors["weight"].shape == (3, 64) and art.tensors["bias"].shape == (3,)
@@ -38,7 +39,7 @@ def test_training_writes_every_method_with_concept_rows(tm, tmp_path) -> None:
     again = training_catalog(tm, str(tmp_path / "params.npz"), tmp_path / "cache")
     SequentialRunner().run(create_pipeline(), again)
     summary2 = again.load("training_summary").set_index("method")
-    assert (summary2.loc[DEFAULT_METHODS, "cached_concepts"] == 3).all()
+    assert (summary2.loc[builtins, "cached_concepts"] == 3).all()
     for name, art in again.load("method_artifacts").items():
         for key, value in art.tensors.items():
             assert torch.equal(value, arts[name].tensors[key])

@@ -3,10 +3,16 @@
 Each method's block under ``hyperparameters`` is validated by that method's own ``Params`` model, so a typo or a
 wrong type stops the run before any work, naming the method and the key.
 
+``methods: null`` (the default) means every registered method — the built-ins and the installed entry-point
+plugins — in the registry's default order (:func:`axbench_kedro.methods.registry.default_methods`); a list narrows
+it.
+
 Example:
     >>> p = TrainingParams(methods=["DiffMean", "Probe"], hyperparameters={"Probe": {"lr": 1e-3}})
     >>> p.method_params("Probe").lr
     0.001
+    >>> TrainingParams().method_names()[:2]
+    ['DiffMean', 'PCA']
 """
 
 from __future__ import annotations
@@ -17,14 +23,13 @@ from pydantic import Field, field_validator, model_validator
 
 from axbench_kedro.config.common import StrictModel
 
-__all__ = ["TrainingParams", "DEFAULT_METHODS"]
-
-DEFAULT_METHODS = ["DiffMean", "PCA", "LAT", "Probe", "ReFT-r1", "SSV", "SAE", "SAE-A", "BoW", "Prompt"]
+__all__ = ["TrainingParams"]
 
 
 class TrainingParams(StrictModel):
     """Attributes:
-    methods: methods to train, in output order (registry names).
+    methods: methods to train, in output order (registry names); ``None`` = every registered method (see
+        :meth:`method_names`).
     hyperparameters: per-method overrides of the method's defaults (``{method: {key: value}}``).
     activation_batch_size: rows per truncated forward pass of the shared activations (protocol: 6).
     lm_cache_batch_size: rows per forward pass when caching layer-L states for LM-objective methods.
@@ -37,7 +42,7 @@ class TrainingParams(StrictModel):
     use_cache: reuse per-concept results whose inputs are unchanged (content-keyed store).
     """
 
-    methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS))
+    methods: list[str] | None = Field(None, validate_default=True)
     hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=dict)
     activation_batch_size: int = Field(6, ge=1)
     lm_cache_batch_size: int = Field(6, ge=1)
@@ -49,9 +54,12 @@ class TrainingParams(StrictModel):
 
     @field_validator("methods")
     @classmethod
-    def _known_unique(cls, names: list[str]) -> list[str]:
-        from axbench_kedro.methods.registry import get_method
+    def _known_unique(cls, names: list[str] | None) -> list[str] | None:
+        from axbench_kedro.methods.registry import default_methods, get_method
 
+        if names is None:
+            default_methods()  # loads the plugins now: a broken one stops the run before any work
+            return None
         seen: set[str] = set()
         for name in names:
             get_method(name)  # AxbenchConfigError listing the known names
@@ -70,6 +78,12 @@ class TrainingParams(StrictModel):
             except Exception as exc:  # pydantic ValidationError or unknown method
                 raise ValueError(f"hyperparameters.{name}: {exc}") from exc
         return self
+
+    def method_names(self) -> list[str]:
+        """The methods to train, in output order: :attr:`methods`, or every registered method when it is ``None``."""
+        from axbench_kedro.methods.registry import default_methods
+
+        return list(self.methods) if self.methods is not None else default_methods()
 
     def method_params(self, name: str) -> StrictModel:
         """The validated hyperparameters of ``name`` (defaults + overrides)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
 
-from axbench_kedro.methods.sae import SAESource
+from axbench_kedro.methods.sae_file import SAESource
 
 __all__ = ["SAEParamsDataset"]
 

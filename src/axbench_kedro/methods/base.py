@@ -37,7 +37,7 @@ from axbench_kedro.config.common import StrictModel
 
 if TYPE_CHECKING:  # pragma: no cover
     from axbench_kedro.methods.activations import ConceptActivations, LMObjectiveRows
-    from axbench_kedro.methods.sae import SAEParams
+    from axbench_kedro.methods.sae_file import SAEParams, SAESource
 
 __all__ = [
     "DetectionKind",
@@ -253,6 +253,9 @@ class Method(ABC):
         trains_on_negatives: ``False`` when only the positives are used (the trainer then skips the negatives'
             LM-objective rows when no other method needs them).
         version: bumped when the method's maths changes (part of the training cache key).
+        order: position in the default method list (``training.methods: null``): lower first; ``None`` (the
+            default, e.g. plugins) places the method after every ordered one, alphabetically. Only the class's own
+            value counts (a subclass of a built-in does not take its place).
     """
 
     name: ClassVar[str] = ""
@@ -266,6 +269,7 @@ class Method(ABC):
     magnitude_source: ClassVar[MagnitudeSource] = "latent_eval"
     trains_on_negatives: ClassVar[bool] = True
     version: ClassVar[str] = "1"
+    order: ClassVar[float | None] = None
 
     # ---- training ------------------------------------------------------------------------------------------
     def params(self, raw: dict[str, Any] | StrictModel | None = None) -> StrictModel:
@@ -274,8 +278,9 @@ class Method(ABC):
             return raw
         return self.Params.model_validate(dict(raw or {}))
 
-    def unavailable_reason(self, *, sae: SAEParams | None, concepts: Sequence[ConceptData]) -> str | None:
-        """Why the method cannot run here (e.g. no SAE file), or ``None`` when it can."""
+    def unavailable_reason(self, *, sae: SAESource | None, concepts: Sequence[ConceptData]) -> str | None:
+        """Why the method cannot run here (e.g. no SAE file), or ``None`` when it can (the SAE methods override
+        it)."""
         del sae, concepts
         return None
 

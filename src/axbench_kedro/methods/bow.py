@@ -39,6 +39,7 @@ class BoW(Method):
     """Logistic regression on word counts of the formatted strings."""
 
     Params = BoWParams
+    order = 90
     requires = frozenset({"texts"})
     detection_kind = "text"
     steers = False

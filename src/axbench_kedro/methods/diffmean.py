@@ -36,6 +36,7 @@ class DiffMean(Method):
     """Mean-difference direction; no gradients."""
 
     Params = DiffMeanParams
+    order = 10
     requires = frozenset({"activations"})
 
     def train_concept(self, inputs: ConceptInputs, hp: DiffMeanParams) -> dict[str, torch.Tensor]:

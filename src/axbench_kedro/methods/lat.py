@@ -53,6 +53,7 @@ class LAT(Method):
     """Linear artificial tomography; no gradients."""
 
     Params = LATParams
+    order = 30
     requires = frozenset({"activations"})
 
     def train_concept(self, inputs: ConceptInputs, hp: LATParams) -> dict[str, torch.Tensor]:

@@ -29,6 +29,7 @@ class PCAMethod(Method):
     """First principal component of positive activations; no gradients."""
 
     Params = PCAParams
+    order = 20
     requires = frozenset({"activations"})
 
     def train_concept(self, inputs: ConceptInputs, hp: PCAParams) -> dict[str, torch.Tensor]:

@@ -59,6 +59,7 @@ class Probe(Method):
     """Per-token logistic probe on layer-L activations."""
 
     Params = ProbeParams
+    order = 40
     requires = frozenset({"activations"})
 
     def train_concept(self, inputs: ConceptInputs, hp: ProbeParams) -> dict[str, Any]:

@@ -49,6 +49,7 @@ class PromptMethod(Method):
     """Prompting baseline: factor-free steering, LLM-rated detection; nothing to train."""
 
     Params = PromptDetectionParams
+    order = 100
     requires = frozenset()
     detection_kind = "llm"
     factor_free = True

@@ -90,6 +90,7 @@ class ReFTr1(Method):
     """Rank-1 ReFT with a top-k latent and an L1 schedule."""
 
     Params = ReFTr1Params
+    order = 50
     requires = frozenset({"lm_objective"})
     token_activation = "relu"  # detection: max ReLU(h·w)
 

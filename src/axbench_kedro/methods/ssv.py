@@ -41,6 +41,7 @@ class SSV(Method):
     """Additive vector trained through the LM loss on the concept's positives."""
 
     Params = SSVParams
+    order = 60
     requires = frozenset({"lm_objective"})
     trains_on_negatives = False
     token_activation = "relu"  # detection: max ReLU(h·w)

@@ -38,7 +38,7 @@ from axbench_kedro.methods.activations import (
 )
 from axbench_kedro.methods.base import ConceptData, ConceptInputs, Method, MethodArtifact
 from axbench_kedro.methods.lm_tail import LMTail
-from axbench_kedro.methods.sae import SAEParams, SAESource
+from axbench_kedro.methods.sae_file import SAEParams, SAESource
 
 __all__ = ["TrainOptions", "build_concepts", "derive_seed", "train_methods", "skipped_artifact"]
 
@@ -126,7 +126,9 @@ def derive_seed(run_seed: int, concept_id: int, stage: str) -> int:
 def skipped_artifact(method: Method, reason: str, base_meta: dict[str, Any]) -> MethodArtifact:
     """An artefact that records why ``method`` did not run (no tensors)."""
     return MethodArtifact(
-        method.name, {}, dict(base_meta, method=method.name, status="skipped", skip_reason=reason)
+        method.name,
+        {},
+        dict(base_meta, method=method.name, status="skipped", skip_reason=reason, **_plugin_meta(method)),
     )
 
 
@@ -214,11 +216,21 @@ class _Resources:
         return LMObjectiveRows.concat([pos, self.pool_lm[c.genre]])
 
 
+def _plugin_meta(method: Method) -> dict[str, str]:
+    """``{"plugin": "entry point ... (distribution D V)"}`` for a plugin method (its version is part of the cache key
+    and of the artefact's metadata), ``{}`` for a built-in."""
+    from axbench_kedro.methods.registry import plugin_source
+
+    source = plugin_source(method.name)
+    return {"plugin": source} if source else {}
+
+
 def _cache_key(
     method: Method, hp: Any, tm: TargetModel, opts: TrainOptions, c: ConceptData, extra: Any
 ) -> str:
     return content_key(
         {
+            **_plugin_meta(method),
             "method": method.name,
             "version": method.version,
             "hp": hp.model_dump(mode="json"),
@@ -367,6 +379,7 @@ def train_methods(
             method=method.name,
             hyperparameters=hp.model_dump(mode="json"),
             method_version=method.version,
+            **_plugin_meta(method),
             **extra_meta,
         )
         ordered[method.name] = MethodArtifact(method.name, tensors, meta)

@@ -35,14 +35,16 @@ _SPLITS = {"selection": "--", "test": "-"}
 
 
 def method_colors(methods: Iterable[str]) -> dict[str, tuple[float, ...]]:
-    """A colour per method, stable across figures: registered method names (sorted) then unknown ones take
-    ``tab10`` and then the light ``tab20`` shades in turn."""
+    """A colour per method, stable across figures: registered methods (built-ins first, so installing a plugin
+    leaves their colours alone) then unknown ones (sorted) take ``tab10`` and then the light ``tab20`` shades in
+    turn."""
     from matplotlib import colormaps
 
-    from axbench_kedro.methods.registry import list_methods
+    from axbench_kedro.methods.registry import default_methods
 
     wanted = set(methods)
-    names = sorted(set(list_methods()) | wanted)
+    known = default_methods()
+    names = known + sorted(wanted - set(known))
     palette = list(colormaps["tab10"].colors) + list(colormaps["tab20"].colors[1::2])
     return {name: tuple(palette[i % len(palette)]) for i, name in enumerate(names) if name in wanted}
 

@@ -16,7 +16,7 @@ from axbench_kedro.errors import AxbenchConfigError
 from axbench_kedro.lm.types import TargetModel
 from axbench_kedro.methods.base import MethodArtifact
 from axbench_kedro.methods.registry import get_method
-from axbench_kedro.methods.sae import SAESource
+from axbench_kedro.methods.sae_file import SAESource
 from axbench_kedro.methods.trainer import TrainOptions, build_concepts, train_methods
 
 __all__ = ["train_all_methods"]
@@ -31,7 +31,7 @@ def train_all_methods(
     run: RunSettings,
     training: TrainingParams,
 ) -> tuple[dict[str, MethodArtifact], pd.DataFrame]:
-    """Train ``training.methods`` on every concept of ``concepts_meta``.
+    """Train ``training.methods`` (every registered method when ``null``) on every concept of ``concepts_meta``.
 
     Returns:
         ``method_artifacts`` (``{method: MethodArtifact}``, skipped methods included with their reason) and
@@ -42,7 +42,7 @@ def train_all_methods(
             f"run.layer: {run.layer} is outside the model's {target_model.n_layers} blocks"
         )
     concepts = build_concepts(train_data, concepts_meta)
-    methods = [(get_method(name), training.method_params(name)) for name in training.methods]
+    methods = [(get_method(name), training.method_params(name)) for name in training.method_names()]
     opts = TrainOptions(
         setting=run.setting,
         layer=run.layer,
