@@ -134,11 +134,8 @@ def bench_schedule(tm, layer: int, n_concepts: int, n_instructions: int, new_tok
     from axbench_kedro.cache import SQLiteCache
     from axbench_kedro.lm.generation import sample_generate
     from axbench_kedro.lm.steering import steered_generate
-    from axbench_kedro.pipelines.steering_eval.generation import (
-        GenerationStats,
-        generate_plans,
-        steering_plans,
-    )
+    from axbench_kedro.steering.plans import steering_plans
+    from axbench_kedro.steering.schedule import GenerationStats, generate_plans
 
     factors = [0.05, 0.1, 0.2]
     prompts, artifacts, max_acts, params = _bench_inputs(tm, layer, n_concepts, n_instructions, factors)
@@ -217,6 +214,7 @@ def bench_judge(n_items: int, latency_s: float, separate_process: bool) -> None:
     from axbench_kedro.config.steering_eval import JudgeTemplates
     from axbench_kedro.judges.llm_judge import LLMJudge, load_judge_templates
     from fixtures.fake_openai import FakeOpenAIServer, client_for
+    from fixtures.project_catalog import project_prompt_templates
 
     gens = pd.DataFrame(
         {
@@ -236,7 +234,7 @@ def bench_judge(n_items: int, latency_s: float, separate_process: bool) -> None:
             for i in range(10)
         ]
     )  # fmt: skip
-    templates = load_judge_templates(JudgeTemplates())
+    templates = load_judge_templates(JudgeTemplates(), project_prompt_templates())  # the catalog dataset
     if separate_process:  # like a real server: its work does not share this process's interpreter lock
         ctx = mp.get_context("spawn")
         urls, stop = ctx.Queue(), ctx.Event()

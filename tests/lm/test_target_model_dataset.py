@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from kedro.io import DataCatalog, DatasetError
+from pydantic import ValidationError
 
 from axbench_kedro.datasets.target_model import TargetModelDataset
 from axbench_kedro.errors import AxbenchConfigError
@@ -20,17 +21,28 @@ def tiny_dir(tmp_path_factory):
 @pytest.mark.parametrize(
     ("spec", "key"),
     [
-        ({"source": "ftp"}, "model.source"),
         ({"source": "local", "name_or_path": "/no/such/dir"}, "model.name_or_path"),
         ({"source": "gguf", "name_or_path": "/tmp", "gguf_file": "missing.gguf"}, "model.gguf_file"),
+    ],
+)
+def test_missing_files_fail_at_construction(spec, key):
+    with pytest.raises(AxbenchConfigError, match="^" + key.replace(".", r"\.") + ":"):
+        TargetModelDataset(spec=spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "key"),
+    [
+        ({"source": "ftp"}, "model.source"),
         ({"source": "local", "name_or_path": ".", "layer": 3}, "model.layer"),
         ({"source": "local", "name_or_path": 3}, "model.name_or_path"),
         ({"source": "local", "name_or_path": ".", "dtype": "fp8"}, "model.dtype"),
     ],
 )
-def test_bad_spec_fails_at_construction(spec, key):
-    with pytest.raises(AxbenchConfigError, match="^" + key.replace(".", r"\.") + ":"):
+def test_bad_keys_and_values_are_one_validation_error(spec, key):
+    with pytest.raises(ValidationError) as info:
         TargetModelDataset(spec=spec)
+    assert [".".join(map(str, e["loc"])) for e in info.value.errors()] == [key]
 
 
 def test_load_is_memoized_and_save_refused(tiny_dir):

@@ -9,45 +9,28 @@ Catalog entry::
 
 from __future__ import annotations
 
-from dataclasses import fields
+from collections.abc import Mapping
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from axbench_kedro.errors import AxbenchConfigError
 from axbench_kedro.lm.loading import load_target_model, validate_spec
 from axbench_kedro.lm.types import ModelSpec, TargetModel
 
-__all__ = ["TargetModelDataset", "spec_from_dict"]
-
-_FIELDS = tuple(f.name for f in fields(ModelSpec))
-
-
-def spec_from_dict(spec: dict[str, Any] | ModelSpec) -> ModelSpec:
-    """Build a ``ModelSpec`` from a ``model:`` config block; unknown or mistyped keys name ``model.<key>``."""
-    if isinstance(spec, ModelSpec):
-        return spec
-    if not isinstance(spec, dict):
-        raise AxbenchConfigError(
-            f"model: expected a mapping with keys {', '.join(_FIELDS)}, got {type(spec).__name__}"
-        )
-    unknown = sorted(set(spec) - set(_FIELDS))
-    if unknown:
-        raise AxbenchConfigError(f"model.{unknown[0]}: unknown key (allowed: {', '.join(_FIELDS)})")
-    for key in ("source", "name_or_path", "dtype", "device"):
-        if key in spec and not isinstance(spec[key], str):
-            raise AxbenchConfigError(f"model.{key}: must be a string, got {spec[key]!r}")
-    for key in ("gguf_file", "cache_dir"):
-        if spec.get(key) is not None and not isinstance(spec[key], str):
-            raise AxbenchConfigError(f"model.{key}: must be a string or null, got {spec[key]!r}")
-    return ModelSpec(**spec)
+__all__ = ["TargetModelDataset"]
 
 
 class TargetModelDataset(AbstractDataset[TargetModel, TargetModel]):
     """Loads the target model described by ``spec`` (validated at construction, loaded lazily and memoized)."""
 
-    def __init__(self, spec: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
-        self._spec = spec_from_dict(spec or {})
+    def __init__(self, spec: Mapping[str, Any], metadata: dict[str, Any] | None = None) -> None:
+        """Validate ``spec`` (the ``model:`` block of ``globals.yml``) without loading weights.
+
+        Raises:
+            pydantic.ValidationError: an unknown key, a wrong type or value (located at ``model.<key>``).
+            AxbenchConfigError: missing weights or files, CUDA requested but absent.
+        """
+        self._spec = ModelSpec.from_config(spec or {})
         validate_spec(self._spec)
         self.metadata = metadata
 
@@ -68,4 +51,4 @@ class TargetModelDataset(AbstractDataset[TargetModel, TargetModel]):
         return True
 
     def _describe(self) -> dict[str, Any]:
-        return {f: getattr(self._spec, f) for f in _FIELDS}
+        return self._spec.model_dump()

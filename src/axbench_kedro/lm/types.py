@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+
+from axbench_kedro.config.common import StrictModel
 
 __all__ = ["ModelSpec", "TargetModel", "Generation"]
 
 ModelSource = Literal["embedded", "hf", "local", "gguf"]
+ModelDtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """Where the target model comes from.
+def _not_blank(what: str) -> Any:
+    def check(value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(f"must be {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+class ModelSpec(StrictModel):
+    """Where the target model comes from (a ``model:`` block of ``globals.yml``), validated once at construction.
+
+    Frozen and hashable (loaded models are memoized per spec). Unknown keys, non-string values, an unknown
+    ``source`` or ``dtype``, a ``device`` other than ``auto``/``cpu``/``cuda[:i]`` and blank paths are rejected with
+    one ``pydantic.ValidationError``; whether the files exist is checked by ``lm.loading.validate_spec``.
 
     Attributes:
         source: ``embedded`` (the PyPI GGUF of google/gemma-3-270m), ``hf`` (a Hub id, must be cached
@@ -24,14 +42,43 @@ class ModelSpec:
         dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``bfloat16`` or ``float16``.
         device: ``auto``, ``cpu`` or ``cuda[:i]``.
         cache_dir: where converted safetensors copies of GGUF models are kept (default: user cache).
+
+    Example:
+        >>> ModelSpec.from_config({"source": "local", "name_or_path": "models/tiny"})
+        >>> ModelSpec.from_config({"sorce": "hf"})  # ValidationError at model.sorce
     """
 
+    model_config = ConfigDict(frozen=True, strict=True)
+
     source: ModelSource = "embedded"
-    name_or_path: str = "google/gemma-3-270m"
-    gguf_file: str | None = None
-    dtype: str = "auto"
-    device: str = "auto"
+    name_or_path: Annotated[str, _not_blank("a non-empty Hub id, directory or .gguf path")] = (
+        "google/gemma-3-270m"
+    )
+    gguf_file: Annotated[str | None, _not_blank("null or a .gguf file name")] = None
+    dtype: ModelDtype = "auto"
+    device: str = Field(default="auto", pattern=r"^(auto|(cpu|cuda)(:\d+)?)$")
     cache_dir: str | None = None
+
+    @classmethod
+    def from_config(cls, block: Mapping[str, Any] | ModelSpec, key: str = "model") -> ModelSpec:
+        """The spec of a config block; validation errors are located at ``<key>.<field>``.
+
+        Args:
+            block: the mapping under ``key`` (a ``ModelSpec`` is returned unchanged).
+            key: the config key holding the block (``model`` in ``globals.yml``).
+
+        Raises:
+            pydantic.ValidationError: a bad key, type or value (``loc`` = ``(key, field)``).
+        """
+        if isinstance(block, ModelSpec):
+            return block
+        return getattr(_config_block(key).model_validate({key: block}), key)
+
+
+@functools.cache
+def _config_block(key: str) -> type[BaseModel]:
+    """A model with one field ``key`` holding a :class:`ModelSpec` (titled ``ModelSpec`` in error reports)."""
+    return create_model("ModelSpec", __config__=ConfigDict(extra="forbid"), **{key: (ModelSpec, ...)})
 
 
 @dataclass

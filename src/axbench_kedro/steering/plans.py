@@ -1,0 +1,208 @@
+"""Steering plans: what each method steers with, and the generation units its rows need.
+
+A plan holds a method's factor grid, its steering vectors (one row per concept) and the magnitude base m of every
+concept. Every (concept, instruction, factor) row of a method is one *unit* (prompt, vector, strength). Factor-free
+methods have no vector and no strength: they generate ``prompt_replicates`` units per instruction from the steered
+input, and the factor rows of the grid share them (replicate ``i mod r`` stands for factor ``i``).
+
+Example:
+    >>> plans = steering_plans(["DiffMean", "Prompt"], artifacts, max_activations, params, layer=9, tm=tm,
+    ...                        concept_ids=[0, 1])
+    >>> units, rows = plan_units(plans[0], prompts, replicates=1)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from axbench_kedro.config.steering_eval import SteeringEvalParams
+from axbench_kedro.errors import AxbenchConfigError, AxbenchDataError
+from axbench_kedro.lm.types import TargetModel
+from axbench_kedro.methods.base import Method, MethodArtifact
+from axbench_kedro.methods.registry import get_method
+
+__all__ = ["MethodPlan", "magnitudes_for", "steering_plans", "plan_units"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MethodPlan:
+    """How one method steers.
+
+    Attributes:
+        method: registry name.
+        factor_free: no strength knob (generates from ``steered_input``, no vector).
+        factors: the method's factor grid, ascending.
+        vectors: ``[n_concepts, d]`` float32 directions (None when factor-free).
+        rows: concept_id → row of ``vectors``.
+        magnitudes: concept_id → magnitude base m.
+    """
+
+    method: str
+    factor_free: bool
+    factors: list[float]
+    vectors: torch.Tensor | None = None
+    rows: dict[int, int] = field(default_factory=dict)
+    magnitudes: dict[int, float] = field(default_factory=dict)
+    _vector_sha: dict[int, str] = field(default_factory=dict, repr=False)
+
+    def vector_sha(self, concept_id: int) -> str:
+        """SHA-256 of the concept's float32 vector bytes (``"none"`` when factor-free)."""
+        if self.vectors is None:
+            return "none"
+        if concept_id not in self._vector_sha:
+            vec = self.vectors[self.rows[concept_id]].detach().to(torch.float32).cpu().contiguous()
+            self._vector_sha[concept_id] = hashlib.sha256(vec.numpy().tobytes()).hexdigest()
+        return self._vector_sha[concept_id]
+
+
+def magnitudes_for(
+    method: Method, max_activations: pd.DataFrame, concept_ids: Sequence[int]
+) -> dict[int, float]:
+    """Magnitude base m per concept (protocol §3.0, [D 12]).
+
+    ``unit`` methods use m = 1; the others read ``magnitude_base`` of ``max_activations`` (the ≤ 0 → 50 rule is
+    already applied there). A concept without an entry is an error, never a silent 1.0.
+    """
+    ids = [int(c) for c in concept_ids]
+    if method.magnitude_source == "unit":
+        return dict.fromkeys(ids, 1.0)
+    missing_cols = {"concept_id", "method", "magnitude_base"} - set(max_activations.columns)
+    if missing_cols:
+        raise AxbenchDataError(f"max_activations: missing column(s) {sorted(missing_cols)}")
+    rows = max_activations[max_activations["method"] == method.name]
+    table = dict(zip(rows["concept_id"].astype(int), rows["magnitude_base"].astype(float), strict=True))
+    missing = [c for c in ids if c not in table or not math.isfinite(table[c])]
+    if missing:
+        raise AxbenchDataError(
+            f"max_activations: no magnitude for method {method.name!r}, concept_id(s) {missing[:10]} "
+            "(protocol §9 decision 12: steering needs the latent_eval max activations of every concept)"
+        )
+    return {c: table[c] for c in ids}
+
+
+def _resolve_artifact(value: Any) -> MethodArtifact:
+    return value() if callable(value) and not isinstance(value, MethodArtifact) else value
+
+
+def steering_plans(
+    method_names: Sequence[str] | None,
+    method_artifacts: Mapping[str, Any],
+    max_activations: pd.DataFrame,
+    params: SteeringEvalParams,
+    *,
+    layer: int,
+    tm: TargetModel,
+    concept_ids: Sequence[int],
+) -> list[MethodPlan]:
+    """One plan per steering method (``method_names``, or every steering method of ``method_artifacts``).
+
+    Raises:
+        AxbenchConfigError: unknown method, a method that cannot steer, a layer or width mismatch.
+        AxbenchDataError: a missing artifact row or magnitude.
+    """
+    names = list(method_names) if method_names is not None else list(method_artifacts)
+    plans = []
+    for name in names:
+        method = get_method(name)
+        if not method.steers:
+            if method_names is not None:
+                raise AxbenchConfigError(f"steering_eval.methods: {name!r} has no steering (detection only)")
+            continue
+        factors = params.factors_for(name)
+        if method.factor_free:
+            plans.append(
+                MethodPlan(name, True, factors, magnitudes=dict.fromkeys(map(int, concept_ids), 1.0))
+            )
+            continue
+        if name not in method_artifacts:
+            raise AxbenchDataError(
+                f"method_artifacts: no artifact for steering method {name!r} (run training)"
+            )
+        artifact = _resolve_artifact(method_artifacts[name])
+        if not artifact.ok:
+            log.warning("steering_eval: %s skipped (%s)", name, artifact.skip_reason or artifact.status)
+            continue
+        trained_layer = artifact.meta.get("layer")
+        if trained_layer is not None and int(trained_layer) != int(layer):
+            raise AxbenchConfigError(
+                f"run.layer: steering layer {layer} differs from the layer {trained_layer} {name} was trained on"
+            )
+        vectors = method.steering_vectors(artifact).detach().to(torch.float32).cpu()
+        if vectors.ndim != 2 or vectors.shape[1] != tm.d_model:
+            raise AxbenchConfigError(
+                f"method_artifacts[{name}]: steering vectors of shape {list(vectors.shape)} do not fit the target "
+                f"model's width {tm.d_model}"
+            )
+        index = artifact.rows_of(concept_ids).tolist()
+        rows = {int(c): int(i) for c, i in zip(concept_ids, index, strict=True)}
+        plans.append(
+            MethodPlan(
+                name, False, factors, vectors, rows, magnitudes_for(method, max_activations, concept_ids)
+            )
+        )
+    return plans
+
+
+def plan_units(plan: MethodPlan, prompts: pd.DataFrame, replicates: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The units a method generates and the output rows pointing at them.
+
+    Args:
+        plan: the method's plan.
+        prompts: one row per (dataset_name, concept_id, input_id) with ``input``, ``steered_input``.
+        replicates: samples per instruction of a factor-free method.
+
+    Returns:
+        ``(units, rows)``: ``units`` has ``unit, concept_id, prompt, vector_sha, strength``; ``rows`` has the
+        output keys, ``strength`` (NaN when factor-free) and ``unit``.
+    """
+    out_rows, units = [], []
+    for rec in prompts.itertuples(index=False):
+        cid = int(rec.concept_id)
+        base = {"dataset_name": rec.dataset_name, "concept_id": cid, "input_id": int(rec.input_id)}
+        if plan.factor_free:
+            first = len(units)
+            for r in range(replicates):
+                units.append(
+                    {
+                        "concept_id": cid,
+                        "prompt": rec.steered_input,
+                        "vector_sha": "none",
+                        "strength": 0.0,
+                        "replicate": r,
+                    }
+                )
+            for i, f in enumerate(plan.factors):
+                out_rows.append(
+                    {**base, "factor": float(f), "strength": float("nan"), "unit": first + i % replicates}
+                )
+        else:
+            sha, m = plan.vector_sha(cid), plan.magnitudes[cid]
+            for f in plan.factors:
+                out_rows.append({**base, "factor": float(f), "strength": float(f) * m, "unit": len(units)})
+                units.append(
+                    {
+                        "concept_id": cid,
+                        "prompt": rec.input,
+                        "vector_sha": sha,
+                        "strength": float(f) * m,
+                        "replicate": 0,
+                    }
+                )
+    unit_frame = pd.DataFrame(units, columns=["concept_id", "prompt", "vector_sha", "strength", "replicate"])
+    unit_frame.insert(0, "unit", np.arange(len(unit_frame)))
+    row_frame = pd.DataFrame(
+        out_rows, columns=["dataset_name", "concept_id", "input_id", "factor", "strength", "unit"]
+    )
+    row_frame.insert(4, "method", plan.method)
+    return unit_frame, row_frame
