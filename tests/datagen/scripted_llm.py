@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from axbench_kedro.datagen.prompts import KINDS, DatagenPrompts
+from fixtures.project_catalog import project_prompt_templates
 
 __all__ = ["CONCEPTS", "EXPECTED_PAIRS", "ScriptedGenerator", "LONG_ANSWER"]
 
@@ -65,7 +66,7 @@ class ScriptedGenerator:
     """
 
     def __init__(self) -> None:
-        prompts = DatagenPrompts("chat")
+        prompts = DatagenPrompts("chat", templates=project_prompt_templates())
         self.heads = {kind: prompts.templates[kind].text.split("{")[0] for kind in KINDS}
         self.calls: dict[str, int] = dict.fromkeys(KINDS, 0)
 

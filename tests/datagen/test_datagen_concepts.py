@@ -18,11 +18,10 @@ from axbench_kedro.datagen.concepts import (
     metadata_jsonl_lines,
     parse_concept_csv,
     parse_neuronpedia,
-    read_concept_file,
     sae_id_from_ref,
     select_concepts,
 )
-from axbench_kedro.datagen.io import ConceptListDataset
+from axbench_kedro.datagen.io import ConceptListDataset, read_concept_file
 from axbench_kedro.errors import AxbenchDataError
 from fixtures.released_layout import make_released_frames
 

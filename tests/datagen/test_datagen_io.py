@@ -1,4 +1,4 @@
-"""Catalog datasets of datagen: protocol-checked parquet, upstream seed pools."""
+"""Catalog datasets of datagen: protocol-checked parquet, upstream seed pools, provided released tables."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ import pandas as pd
 import pytest
 from kedro.io import DataCatalog, DatasetError, Version
 
-from axbench_kedro.datagen.io import ProtocolDataError, ProtocolParquetDataset, SeedPoolsDataset
+from axbench_kedro.datagen.io import (
+    ProtocolDataError,
+    ProtocolParquetDataset,
+    ProvidedTableDataset,
+    SeedPoolsDataset,
+)
 from axbench_kedro.errors import AxbenchDataError
 from fixtures.released_layout import make_released_frames, write_released_layout
 
@@ -81,3 +86,49 @@ def test_seed_pools_dataset_builds_the_paper_pools(tmp_path):
     missing = SeedPoolsDataset(dolly=str(tmp_path / "x.jsonl"), gsm8k="g.jsonl", python_code="c.json")
     with pytest.raises(ProtocolDataError, match="x.jsonl: file not found"):
         missing.load()
+
+
+def _provided_catalog(tmp_path, **provided: str) -> DataCatalog:
+    """The provided_* entries of a copy of the project's conf/, with ``provided`` written into a paper
+    environment's globals.yml (the documented way to switch to released data)."""
+    import shutil
+
+    from kedro.config import OmegaConfigLoader
+
+    from axbench_kedro.settings import CONFIG_LOADER_ARGS
+    from fixtures.project_catalog import ROOT
+
+    conf = tmp_path / "conf"
+    if not conf.exists():
+        shutil.copytree(ROOT / "conf", conf, ignore=shutil.ignore_patterns("local"))
+    if provided:
+        lines = ["", "provided:", *(f"  {name}: {path}" for name, path in provided.items())]
+        with (conf / "gemma2_2b_l10" / "globals.yml").open("a", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+    args = {**CONFIG_LOADER_ARGS, "default_run_env": "gemma2_2b_l10"}
+    config = OmegaConfigLoader(str(conf), **args)["catalog"]
+    return DataCatalog.from_config({k: v for k, v in config.items() if k.startswith("provided_")})
+
+
+def test_provided_entries_load_none_by_default_and_the_released_files_when_set(tmp_path):
+    catalog = _provided_catalog(tmp_path)
+    assert catalog.load("provided_train_data") is None and catalog.load("provided_latent_eval_data") is None
+    train_path, test_path = write_released_layout(tmp_path / "released", "2b", 10)
+    catalog = _provided_catalog(tmp_path, train_data=str(train_path), latent_eval_data=str(test_path))
+    pd.testing.assert_frame_equal(catalog.load("provided_train_data"), pd.read_parquet(train_path))
+    pd.testing.assert_frame_equal(catalog.load("provided_latent_eval_data"), pd.read_parquet(test_path))
+    with pytest.raises(DatasetError, match="read-only"):
+        catalog.save("provided_train_data", pd.read_parquet(train_path))
+
+
+def test_provided_entry_errors_name_file_and_column(tmp_path):
+    train, _ = make_released_frames()
+    path = tmp_path / "train.parquet"
+    train.drop(columns=["output"]).to_parquet(path)
+    with pytest.raises(DatasetError) as exc:
+        ProvidedTableDataset(schema="train_data", filepath=str(path)).load()
+    assert str(exc.value).startswith(f"{path}: column 'output': missing") and "\n" not in str(exc.value)
+    with pytest.raises(ProtocolDataError, match="nope.parquet: file not found"):
+        ProvidedTableDataset(schema="train_data", filepath=str(tmp_path / "nope.parquet")).load()
+    with pytest.raises(DatasetError, match="schema"):
+        ProvidedTableDataset(schema="preference_data")

@@ -7,7 +7,8 @@ import logging
 import pandas as pd
 import pytest
 
-from axbench_kedro.datagen.schemas import check_counts, read_table, validate_table
+from axbench_kedro.datagen.io import read_table
+from axbench_kedro.datagen.schemas import check_counts, validate_table
 from axbench_kedro.errors import AxbenchDataError
 from fixtures.released_layout import TEST_COLUMNS, TRAIN_COLUMNS, make_released_frames, write_released_layout
 

@@ -8,8 +8,11 @@ import pytest
 from axbench_kedro.config.steering_eval import JudgeParams, JudgeTemplates
 from axbench_kedro.judges import JudgeResources, LLMJudge, build_judge
 from axbench_kedro.judges.llm_judge import load_judge_templates
-from axbench_kedro.llm.templates import load_template
+from axbench_kedro.llm.templates import pick_template
 from fixtures.fake_openai import FakeOpenAIServer, client_for
+from fixtures.project_catalog import project_llm_prices, project_prompt_templates, templates_from_folder
+
+TEMPLATES = project_prompt_templates()  # what the prompt_templates catalog dataset hands the judge node
 
 
 def _criterion(prompt: str) -> str:
@@ -37,7 +40,10 @@ def _reply(body: dict) -> str:
 def test_three_calls_per_distinct_generation(tmp_path, judge_generations, judge_prompts) -> None:
     with FakeOpenAIServer(reply_fn=_reply) as server:
         client = client_for(server, tmp_path / "llm.sqlite")
-        judge = build_judge(JudgeParams(kind="llm"), JudgeResources(llm_client=client, seed=42))
+        resources = JudgeResources(
+            llm_client=client, seed=42, prompt_templates=TEMPLATES, llm_prices=project_llm_prices()
+        )
+        judge = build_judge(JudgeParams(kind="llm"), resources)
         assert isinstance(judge, LLMJudge)
         out = judge.judge(judge_generations, judge_prompts)
         bodies = server.requests
@@ -79,15 +85,19 @@ def test_three_calls_per_distinct_generation(tmp_path, judge_generations, judge_
         ("instruction", "judge_instruction"),
         ("fluency", "judge_fluency"),
     ):
-        assert list(shas[criterion]) == [load_template(name).sha256]
+        assert list(shas[criterion]) == [pick_template(TEMPLATES, name, "test").sha256]
 
 
 def test_rerun_is_served_from_the_cache(tmp_path, judge_generations, judge_prompts) -> None:
     with FakeOpenAIServer(reply_fn=_reply) as server:
-        first = LLMJudge(client_for(server, tmp_path / "c.sqlite"), load_judge_templates(JudgeTemplates()))
+        first = LLMJudge(
+            client_for(server, tmp_path / "c.sqlite"), load_judge_templates(JudgeTemplates(), TEMPLATES)
+        )
         first.judge(judge_generations, judge_prompts)
         n_calls = len(server.requests)
-        again = LLMJudge(client_for(server, tmp_path / "c.sqlite"), load_judge_templates(JudgeTemplates()))
+        again = LLMJudge(
+            client_for(server, tmp_path / "c.sqlite"), load_judge_templates(JudgeTemplates(), TEMPLATES)
+        )
         out = again.judge(judge_generations, judge_prompts)
         assert len(server.requests) == n_calls
     usage = again.usage_frame("judge")
@@ -102,7 +112,7 @@ def test_lazy_client_is_only_built_for_the_llm_judge(judge_generations) -> None:
         calls.append(1)
         raise RuntimeError("no key")
 
-    resources = JudgeResources(llm_client=factory, target_model=None, seed=0)
+    resources = JudgeResources(llm_client=factory, target_model=None, seed=0, prompt_templates=TEMPLATES)
     with pytest.raises(RuntimeError, match="no key"):
         build_judge(JudgeParams(kind="llm"), resources)
     assert calls == [1]
@@ -111,7 +121,7 @@ def test_lazy_client_is_only_built_for_the_llm_judge(judge_generations) -> None:
 def test_missing_prompt_row_is_an_error(judge_generations, judge_prompts) -> None:
     from axbench_kedro.errors import AxbenchDataError
 
-    judge = LLMJudge(client=_NoCalls(), templates=load_judge_templates(JudgeTemplates()))
+    judge = LLMJudge(client=_NoCalls(), templates=load_judge_templates(JudgeTemplates(), TEMPLATES))
     with pytest.raises(AxbenchDataError, match="no steering_prompts row"):
         judge.judge(judge_generations, judge_prompts[judge_prompts["concept_id"] == 0])
 
@@ -123,25 +133,33 @@ class _NoCalls:
         raise AssertionError("no call expected")
 
 
-def test_template_placeholders_are_checked(tmp_path, monkeypatch) -> None:
+def test_template_placeholders_are_checked(tmp_path) -> None:
     from axbench_kedro.errors import AxbenchConfigError
 
     (tmp_path / "bad.txt").write_text("Rate {generation} only.\nRating: [[N]]")
-    monkeypatch.setenv("AXBENCH_PROMPTS_DIR", str(tmp_path))
     for name in ("judge_concept", "judge_instruction", "judge_fluency"):
-        (tmp_path / f"{name}.txt").write_text(load_template(name, prompts_dir=_prompts_dir()).text)
+        (tmp_path / f"{name}.txt").write_text(pick_template(TEMPLATES, name, "test").text)
+    templates = templates_from_folder(tmp_path)
+    assert load_judge_templates(JudgeTemplates(), templates)["concept"].name == "judge_concept"
     with pytest.raises(AxbenchConfigError, match="templates.concept"):
-        load_judge_templates(JudgeTemplates(concept="bad"))
+        load_judge_templates(JudgeTemplates(concept="bad"), templates)
 
 
-def _prompts_dir():
-    from axbench_kedro.llm.paths import project_root
+def test_unknown_template_names_the_parameter_and_the_known_templates() -> None:
+    from axbench_kedro.errors import AxbenchConfigError
 
-    return project_root() / "conf" / "base" / "prompts"
+    with pytest.raises(AxbenchConfigError) as info:
+        load_judge_templates(JudgeTemplates(fluency="judge_fluency_v2"), TEMPLATES)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("steering_eval.judge.templates.fluency: prompt template 'judge_fluency_v2'")
+    assert "'judge_fluency'" in message  # the known templates are listed
+    with pytest.raises(AxbenchConfigError, match="prompt_templates"):
+        build_judge(JudgeParams(kind="llm"), JudgeResources(llm_client=_NoCalls()))
 
 
 def test_empty_generation_frame(tmp_path, judge_prompts) -> None:
-    judge = LLMJudge(client=_NoCalls(), templates=load_judge_templates(JudgeTemplates()))
+    judge = LLMJudge(client=_NoCalls(), templates=load_judge_templates(JudgeTemplates(), TEMPLATES))
     empty = pd.DataFrame(
         columns=["dataset_name", "concept_id", "input_id", "factor", "method", "steered_generation"]
     ).astype({"concept_id": "int64", "input_id": "int64", "factor": "float64"})

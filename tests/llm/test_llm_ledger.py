@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from kedro.io import DataCatalog
 
 from axbench_kedro.errors import AxbenchConfigError
-from axbench_kedro.llm.ledger import CostLedger, Price, load_price_table
-from axbench_kedro.llm.paths import project_root
+from axbench_kedro.llm.ledger import CostLedger, Price, PriceTable
+from fixtures.project_catalog import catalog_entry, project_llm_prices
 
 
-def test_project_price_table():
-    table = load_price_table(project_root() / "conf" / "base" / "llm_prices.yml")
+def test_project_price_table_through_the_catalog():
+    table = PriceTable.from_config(project_llm_prices())
     assert table.lookup("gpt-4o-mini") == Price(0.15, 0.60)
     assert table.lookup("gpt-4o-mini-2024-07-18") == Price(0.15, 0.60)
     assert table.lookup("gpt-4o-2099-01-01") == table.lookup("gpt-4o")  # dated id → undated alias
@@ -18,15 +19,31 @@ def test_project_price_table():
 
 
 def test_price_table_errors(tmp_path):
-    with pytest.raises(AxbenchConfigError, match="not found"):
-        load_price_table(tmp_path / "none.yml")
-    bad = tmp_path / "bad.yml"
-    bad.write_text("models:\n  m: {input: 1.0}\n", encoding="utf-8")
     with pytest.raises(AxbenchConfigError, match=r"models\.m needs numeric `input` and `output`"):
-        load_price_table(bad)
-    bad.write_text("- a list\n", encoding="utf-8")
+        PriceTable.from_config({"models": {"m": {"input": 1.0}}})
     with pytest.raises(AxbenchConfigError, match="models:"):
-        load_price_table(bad)
+        PriceTable.from_config(["a list"])
+    with pytest.raises(AxbenchConfigError, match="negative"):
+        PriceTable.from_config({"models": {"m": {"input": -1.0, "output": 1.0}}})
+    bad = tmp_path / "bad.yml"  # a broken file fails the same way through the catalog entry
+    bad.write_text("models:\n  m: {input: 1.0}\n", encoding="utf-8")
+    config = {**catalog_entry("llm_prices"), "filepath": str(bad)}
+    raw = DataCatalog.from_config({"llm_prices": config}).load("llm_prices")
+    with pytest.raises(AxbenchConfigError, match=r"llm_prices: models\.m"):
+        PriceTable.from_config(raw)
+
+
+def test_set_price_reprices_what_was_counted():
+    ledger = CostLedger("gpt-4o-mini", None)
+    ledger.record_call(1_000_000, 1_000_000)
+    assert ledger.totals().cost_usd == 0.0
+    ledger.set_price(Price(0.15, 0.60))
+    assert ledger.totals().cost_usd == pytest.approx(0.75)
+    ledger.record_call(1_000_000, 0)
+    assert ledger.totals().cost_usd == pytest.approx(0.90)
+    before = ledger.totals()
+    ledger.set_price(Price(0.15, 0.60))  # the same price again: nothing changes
+    assert ledger.totals() == before
 
 
 def test_input_and_output_priced_separately():

@@ -91,7 +91,7 @@ def test_401_fails_at_once_with_credentials_hint(tmp_path):
         assert len(srv.requests) == 1  # no retry
     message = str(info.value)
     assert "401" in message and "openai.api_key" in message and "OPENAI_API_KEY" in message
-    assert "conf/local/credentials.yml" in message
+    assert "conf/<env>/credentials.yml" in message
     assert TEST_KEY not in message
 
 

@@ -1,4 +1,4 @@
-"""Prompt templates: placeholder substitution, braces left alone, SHA-256, file loading."""
+"""Prompt templates: placeholder substitution, braces left alone, SHA-256, the `prompt_templates` catalog dataset."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import hashlib
 import pytest
 
 from axbench_kedro.errors import AxbenchConfigError
-from axbench_kedro.llm.paths import project_root
-from axbench_kedro.llm.templates import PromptTemplate, default_prompts_dir, load_template
+from axbench_kedro.llm.templates import PromptTemplate, load_templates, pick_template
+from fixtures.project_catalog import ROOT, project_prompt_templates, templates_from_folder
 
 
 def test_render_fills_only_identifier_placeholders():
@@ -39,33 +39,46 @@ def test_sha256_is_of_the_text():
     assert t.sha256 == hashlib.sha256(b"Hello {who}").hexdigest()
 
 
-def test_load_template_from_folder(tmp_path):
+def test_templates_come_from_the_catalog_dataset(tmp_path):
     (tmp_path / "g1_genre.txt").write_text("Genre of {concept}?\n", encoding="utf-8")
-    t = load_template("g1_genre", prompts_dir=tmp_path)
+    (tmp_path / "README.md").write_text("not a template", encoding="utf-8")
+    entries = templates_from_folder(tmp_path)  # the project's PartitionedDataset entry, another folder
+    assert sorted(entries) == ["g1_genre"] and callable(entries["g1_genre"])  # {name: loader}, .txt only
+    t = pick_template(entries, "g1_genre", "some.key")
     assert (t.name, t.text, t.fields) == ("g1_genre", "Genre of {concept}?", ("concept",))
-    assert load_template("g1_genre.txt", prompts_dir=tmp_path) == t
+    assert pick_template(entries, "g1_genre.txt", "some.key") == t
+    assert load_templates(entries) == {"g1_genre": t}
+    assert (
+        pick_template({"p1": "Write about {concept}.\n"}, "p1", "k").render(concept="cats")
+        == "Write about cats."
+    )
 
 
-def test_load_template_errors_name_the_file(tmp_path):
+def test_missing_template_is_one_line_naming_the_key_and_known_templates(tmp_path):
     (tmp_path / "j1.txt").write_text("x", encoding="utf-8")
-    with pytest.raises(AxbenchConfigError, match=r"missing\.txt.*\['j1'\]"):
-        load_template("missing", prompts_dir=tmp_path)
-    with pytest.raises(AxbenchConfigError, match="plain file stem"):
-        load_template("../secrets", prompts_dir=tmp_path)
+    with pytest.raises(AxbenchConfigError) as info:
+        pick_template(templates_from_folder(tmp_path), "missing", "steering_eval.judge.templates.concept")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("steering_eval.judge.templates.concept: prompt template 'missing'")
+    assert "prompt_templates" in message and "['j1']" in message
 
 
-def test_default_prompts_dir(monkeypatch, tmp_path):
-    assert default_prompts_dir() == project_root() / "conf" / "base" / "prompts"
-    assert (project_root() / "conf" / "base").is_dir()
-    monkeypatch.setenv("AXBENCH_PROMPTS_DIR", str(tmp_path))
-    (tmp_path / "p1.txt").write_text("Write about {concept}.", encoding="utf-8")
-    assert load_template("p1").render(concept="cats") == "Write about cats."
-
-
-def test_project_templates_load():
-    folder = project_root() / "conf" / "base" / "prompts"
-    for path in sorted(folder.glob("*.txt")):
-        t = load_template(path.stem)
-        assert t.text and len(t.sha256) == 64
+def test_project_templates_through_the_catalog_keep_their_sha256():
+    entries = project_prompt_templates()
+    folder = ROOT / "conf" / "base" / "prompts"
+    files = sorted(folder.glob("*.txt"))
+    assert sorted(entries) == [p.stem for p in files]
+    for path in files:
+        t = pick_template(entries, path.stem, "test")
+        # what the former path-based loader stored: SHA-256 of the file text without trailing newlines
+        before = path.read_text(encoding="utf-8").rstrip("\n")
+        assert t.text == before and t.sha256 == hashlib.sha256(before.encode("utf-8")).hexdigest()
         rendered = t.render(**{name: f"<{name}>" for name in t.fields})
         assert all(f"<{name}>" in rendered for name in t.fields)
+
+
+def test_windows_line_ends_read_as_newlines(tmp_path):
+    (tmp_path / "w.txt").write_bytes(b"Line {a}\r\nLine two\r\n")
+    t = pick_template(templates_from_folder(tmp_path), "w", "k")
+    assert t.text == "Line {a}\nLine two"

@@ -87,6 +87,7 @@ def test_sampling_seeded_by_request(tiny_gemma3):
 
 def test_local_client_is_free_and_cached(tiny_gemma3, tmp_path):
     client = LLMClient(LocalBackend(tiny_gemma3, batch_size=4), cache=tmp_path / "local.sqlite")
+    client.use_prices({"models": {client.model: {"input": 5.0, "output": 5.0}}})  # in-process: still free
     req = LLMRequest.user("The cat sat on the", temperature=0.0, max_tokens=5)
     first = client.complete_many([req])[0]
     second = client.complete_many([req])[0]

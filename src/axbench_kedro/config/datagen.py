@@ -11,13 +11,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from axbench_kedro.config.common import StrictModel
 
-__all__ = ["ConceptSource", "ProvidedData", "DatagenParams"]
+__all__ = ["ConceptSource", "DatagenParams"]
 
 
 class ConceptSource(StrictModel):
@@ -35,18 +35,6 @@ class ConceptSource(StrictModel):
     def path(self) -> str:
         """``{model_id}/{sae_set}``, the Neuronpedia source path."""
         return f"{self.model_id}/{self.sae_set}"
-
-
-class ProvidedData(StrictModel):
-    """Released (or earlier) parquet files used instead of generating.
-
-    Attributes:
-        train_data: path of a ``train/data.parquet`` in the released layout, or ``None`` to generate.
-        latent_eval_data: path of a ``test/data.parquet`` in the released layout, or ``None`` to generate.
-    """
-
-    train_data: str | None = None
-    latent_eval_data: str | None = None
 
 
 class DatagenParams(StrictModel):
@@ -71,7 +59,9 @@ class DatagenParams(StrictModel):
         concepts_per_chunk: concepts whose LLM calls are sent together (one progress step each).
         dataset_category: ``instruction`` (all paper runs).
         concept_source: if set, a Neuronpedia export must come from this source.
-        provided: released parquet files to validate and pass through instead of generating.
+
+    Released files to use instead of generating are catalog entries (``provided_train_data``,
+    ``provided_latent_eval_data`` in ``conf/base/catalog_datagen.yml``), not parameters.
     """
 
     max_concepts: int | None = Field(500, ge=1)
@@ -90,7 +80,17 @@ class DatagenParams(StrictModel):
     concepts_per_chunk: int = Field(16, ge=1)
     dataset_category: Literal["instruction"] = "instruction"
     concept_source: ConceptSource | None = None
-    provided: ProvidedData = Field(default_factory=ProvidedData)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "provided" in data:
+            raise ValueError(
+                "datagen.provided moved to the catalog: set `provided.train_data` / `provided.latent_eval_data` "
+                "in conf/<env>/globals.yml, or override the catalog entries provided_train_data / "
+                "provided_latent_eval_data (see conf/base/catalog_datagen.yml)"
+            )
+        return data
 
     @model_validator(mode="after")
     def _check_counts(self) -> DatagenParams:

@@ -19,7 +19,6 @@ import json
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -34,8 +33,6 @@ __all__ = [
     "parse_concept_csv",
     "parse_concept_txt",
     "concept_entries",
-    "read_concept_source",
-    "read_concept_file",
     "select_concepts",
     "concepts_frame",
     "concepts_meta_from_rows",
@@ -165,37 +162,6 @@ def concept_entries(
     if isinstance(raw, str):
         return parse_concept_txt(raw, source)
     raise AxbenchDataError(f"{source}: cannot read a concept list from {type(raw).__name__}")
-
-
-def read_concept_source(path: str | Path) -> list[dict[str, Any]] | list[ConceptEntry]:
-    """Read a concept list file by extension, undigested for JSON.
-
-    ``.json`` gives the decoded Neuronpedia list (the first-description rule and the source check are applied
-    by :func:`concept_entries`); ``.csv`` (``concept,url``, header optional) and ``.txt`` give entries.
-
-    Raises:
-        AxbenchDataError: missing file, invalid JSON or an unsupported extension.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise AxbenchDataError(f"{path}: concept list not found (catalog entry concept_list)")
-    suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
-    if suffix == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise AxbenchDataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    if suffix == ".csv":
-        return parse_concept_csv(text, str(path))
-    if suffix == ".txt":
-        return parse_concept_txt(text, str(path))
-    raise AxbenchDataError(f"{path}: unsupported concept list type {suffix!r} (use .json, .csv or .txt)")
-
-
-def read_concept_file(path: str | Path, expected_source: str | None = None) -> list[ConceptEntry]:
-    """Concept entries of a ``.json`` (Neuronpedia), ``.csv`` (concept,url) or ``.txt`` file."""
-    return concept_entries(read_concept_source(path), str(path), expected_source)
 
 
 def select_concepts(

@@ -46,6 +46,7 @@ from axbench_kedro.llm.types import LLMRequest
 
 __all__ = [
     "ConceptJob",
+    "concept_jobs",
     "ConceptResult",
     "ConceptGenerator",
     "CONCEPT_TABLE",
@@ -81,6 +82,28 @@ class ConceptJob:
     sae_id: int = -1
     genres: tuple[str, ...] = ()
     dup_rank: int = 0
+
+
+def concept_jobs(concepts: pd.DataFrame) -> list[ConceptJob]:
+    """One job per row of ``concepts`` (``concepts_meta`` columns), in ``concept_id`` order.
+
+    ``dup_rank`` counts the earlier concepts with the same description, so duplicates get different replies.
+    """
+    seen: Counter[str] = Counter()
+    jobs = []
+    for row in concepts.sort_values("concept_id").itertuples(index=False):
+        jobs.append(
+            ConceptJob(
+                concept_id=int(row.concept_id),
+                concept=str(row.concept),
+                ref=str(row.ref),
+                sae_id=int(row.sae_id),
+                genres=tuple(str(g) for g in row.concept_genres),
+                dup_rank=seen[str(row.concept)],
+            )
+        )
+        seen[str(row.concept)] += 1
+    return jobs
 
 
 @dataclass

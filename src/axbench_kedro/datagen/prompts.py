@@ -1,7 +1,7 @@
 """The seven data-generation prompts (protocol §2.7, G1–G7) in two styles.
 
 * ``chat``: instructions for an instruction-following generator (``gpt-4o-mini``), templates
-  ``conf/base/prompts/gen_<kind>.txt``; the reply is parsed as it comes.
+  ``gen_<kind>`` of the ``prompt_templates`` catalog dataset; the reply is parsed as it comes.
 * ``base``: completion-style few-shot templates for a base model (the embedded ``gemma-3-270m``),
   ``gen_<kind>_base.txt``, sent raw (no chat markup). A base model does not stop after its answer, so the
   completion is cut where the next few-shot block would begin, and the text the template ends on (e.g.
@@ -9,7 +9,7 @@
   classification calls (G1 genre, G4 distinctness) are decoded greedily in this style.
 
 Example:
-    >>> prompts = DatagenPrompts("chat")
+    >>> prompts = DatagenPrompts("chat", templates=catalog.load("prompt_templates"))
     >>> req = prompts.request("genre", concept="cats")
     >>> prompts.reply("genre", "Text")
     'Text'
@@ -19,11 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from axbench_kedro.errors import AxbenchConfigError
-from axbench_kedro.llm.templates import PromptTemplate, load_template
+from axbench_kedro.llm.templates import PromptTemplate, pick_template
 from axbench_kedro.llm.types import LLMRequest
 
 __all__ = ["KINDS", "REQUIRED_FIELDS", "DatagenPrompts", "template_name"]
@@ -84,7 +83,7 @@ _BASE: dict[str, _Completion] = {
 
 
 def template_name(kind: str, style: str) -> str:
-    """File stem of a kind's template: ``gen_<kind>`` (chat) or ``gen_<kind>_base`` (base)."""
+    """Name of a kind's template: ``gen_<kind>`` (chat) or ``gen_<kind>_base`` (base)."""
     return f"gen_{kind}" if style == "chat" else f"gen_{kind}_base"
 
 
@@ -93,23 +92,24 @@ class DatagenPrompts:
 
     Args:
         style: ``chat`` or ``base``.
+        templates: the ``prompt_templates`` catalog dataset (``{name: loader}``, or name → text/template).
         temperature: generator sampling temperature.
         top_p: nucleus mass (``None`` = backend default).
         response_max_tokens: new-token cap of G5/G6/G7 replies (``None`` = backend default).
-        prompts_dir: template folder (default ``conf/base/prompts``).
 
     Raises:
-        AxbenchConfigError: unknown style, missing template file, or a chat template lacking an input field.
+        AxbenchConfigError: unknown style, a template missing from ``templates`` (one line naming
+            ``datagen.prompt_style`` and the known templates), or a chat template lacking an input field.
     """
 
     def __init__(
         self,
         style: str,
         *,
+        templates: Mapping[str, Any],
         temperature: float = 1.0,
         top_p: float | None = None,
         response_max_tokens: int | None = None,
-        prompts_dir: str | Path | None = None,
     ) -> None:
         if style not in ("chat", "base"):
             raise AxbenchConfigError(f"datagen.prompt_style must be 'chat' or 'base', got {style!r}")
@@ -119,7 +119,7 @@ class DatagenPrompts:
         self.response_max_tokens = response_max_tokens
         self.templates: dict[str, PromptTemplate] = {}
         for kind in KINDS:
-            template = load_template(template_name(kind, style), prompts_dir)
+            template = pick_template(templates, template_name(kind, style), f"datagen.prompt_style={style!r}")
             unknown = set(template.fields) - REQUIRED_FIELDS[kind]
             missing = REQUIRED_FIELDS[kind] - set(template.fields)
             if unknown or (style == "chat" and missing):

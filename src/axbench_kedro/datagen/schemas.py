@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 
 import pandas as pd
 from pandas.api import types as ptypes
@@ -24,7 +23,6 @@ __all__ = [
     "CATEGORIES",
     "POOL_CONCEPT",
     "validate_table",
-    "read_table",
     "check_counts",
 ]
 
@@ -129,32 +127,6 @@ def _check_one_concept_per_id(frame: pd.DataFrame, where: str) -> None:
         raise AxbenchDataError(
             f"{where}: column 'concept_id': id {cid} carries two concept texts {found} (ids must be unique per concept)"
         )
-
-
-def read_table(path: str | Path, kind: str) -> pd.DataFrame:
-    """Read a parquet / CSV / JSONL file and validate it as ``kind``.
-
-    Raises:
-        AxbenchDataError: the file is missing, unreadable or not in the protocol layout.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise AxbenchDataError(f"{path}: file not found (datagen.provided.{kind})")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        elif suffix == ".csv":
-            frame = pd.read_csv(path)
-        elif suffix in {".jsonl", ".json"}:
-            frame = pd.read_json(path, lines=suffix == ".jsonl")
-        else:
-            raise AxbenchDataError(f"{path}: unsupported file type {suffix!r} (use .parquet, .csv or .jsonl)")
-    except AxbenchDataError:
-        raise
-    except Exception as exc:  # pyarrow / parser errors: one readable line
-        raise AxbenchDataError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from exc
-    return validate_table(frame, kind, str(path))
 
 
 def check_counts(

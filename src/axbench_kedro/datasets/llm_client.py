@@ -6,12 +6,17 @@ Catalog example::
       type: axbench_kedro.datasets.llm_client.LLMClientDataset
       backend: openai                      # openai | local
       model: ${globals:judge.model}
-      base_url: ${globals:judge.base_url}  # null = api.openai.com (or OPENAI_BASE_URL / credentials)
+      base_url: ${globals:judge.base_url}  # null = the credentials' base_url, else api.openai.com
       cache_path: data/02_intermediate/llm_cache/judge.sqlite
+      credentials: openai                  # conf/base/credentials.yml: ${oc.env:OPENAI_API_KEY,""}
 
 Construction never needs the key (pipelines that do not use the client must still build the catalog); the key
 is looked up at ``load()`` (when the first node needing the client runs) and by :meth:`validate`, which a
 run-start hook can call for the pipelines that need the client. ``load()`` is memoized.
+
+The key comes only from the ``credentials:`` entry Kedro injects. The client starts without prices: nodes that use
+it take the ``llm_prices`` catalog dataset as an input and hand it over (``LLMClient.use_prices``), so the cost
+columns of the usage tables follow the catalog's price table.
 """
 
 from __future__ import annotations
@@ -24,14 +29,8 @@ from kedro.io import AbstractDataset, DatasetError
 
 from axbench_kedro.errors import AxbenchConfigError
 from axbench_kedro.llm.client import LLMClient
-from axbench_kedro.llm.credentials import (
-    DEFAULT_CREDENTIALS_FILE,
-    missing_key_error,
-    resolve_openai_credentials,
-)
-from axbench_kedro.llm.ledger import Price, PriceTable, load_price_table
+from axbench_kedro.llm.credentials import missing_key_error, resolve_openai_credentials
 from axbench_kedro.llm.openai_backend import host_of
-from axbench_kedro.llm.paths import resolve_project_path
 
 __all__ = ["LLMClientDataset", "LLMClientConfigError"]
 
@@ -51,16 +50,15 @@ class LLMClientDataset(AbstractDataset[None, LLMClient]):
     Args:
         backend: ``openai`` (any OpenAI-compatible server) or ``local`` (a transformers model in-process).
         model: model id (OpenAI backend: sent to the server; local: label, the loaded model's name wins).
-        base_url: OpenAI-compatible server URL ending in ``/v1``; ``None`` = credentials / env / api.openai.com.
+        base_url: OpenAI-compatible server URL ending in ``/v1``; ``None`` = the credentials' ``base_url``, else
+            api.openai.com.
         cache_path: SQLite reply cache (relative paths: current directory, like every Kedro filepath).
         max_concurrency: calls in flight at most.
         max_attempts: attempts per call including the first.
         timeout_s: per-call timeout (OpenAI backend).
-        prices_path: price table YAML (relative paths: project root).
-        prices: inline price table ``{model: {input: usd_per_m, output: usd_per_m}}``; overrides ``prices_path``.
         target_model_spec: ``ModelSpec`` fields for the local backend (default: the embedded model).
-        credentials: injected by Kedro from a ``credentials:`` entry (``api_key``, ``base_url``).
-        credentials_file: YAML read when neither the catalog nor the environment has a key.
+        credentials: injected by Kedro from a ``credentials:`` entry (``api_key``, ``base_url``); the only
+            source of the key.
         local_batch_size: requests per generation batch (local backend).
         prompt_style: ``auto`` | ``raw`` | ``chat`` (local backend; see ``LocalBackend``).
         max_tokens_param: ``max_tokens`` or ``max_completion_tokens`` (OpenAI backend).
@@ -77,11 +75,8 @@ class LLMClientDataset(AbstractDataset[None, LLMClient]):
         max_concurrency: int = 32,
         max_attempts: int = 4,
         timeout_s: float = 60.0,
-        prices_path: str | None = "conf/base/llm_prices.yml",
-        prices: dict[str, dict[str, float]] | None = None,
         target_model_spec: dict[str, Any] | None = None,
         credentials: dict[str, Any] | None = None,
-        credentials_file: str | None = DEFAULT_CREDENTIALS_FILE,
         local_batch_size: int = 16,
         prompt_style: Literal["auto", "raw", "chat"] = "auto",
         max_tokens_param: str = "max_tokens",
@@ -116,11 +111,8 @@ class LLMClientDataset(AbstractDataset[None, LLMClient]):
         self._max_concurrency = max_concurrency
         self._max_attempts = max_attempts
         self._timeout_s = float(timeout_s)
-        self._prices_path = prices_path
-        self._inline_prices = prices
         self._spec = dict(target_model_spec or {})
         self.__credentials = dict(credentials or {})
-        self._credentials_file = credentials_file
         self._local_batch_size = local_batch_size
         self._prompt_style = prompt_style
         self._max_tokens_param = max_tokens_param
@@ -128,46 +120,23 @@ class LLMClientDataset(AbstractDataset[None, LLMClient]):
         self._client: LLMClient | None = None
 
     # -- checks --------------------------------------------------------------------------------------------------
-    def _prices(self) -> PriceTable | None:
-        if self._inline_prices is not None:
-            try:
-                return PriceTable(
-                    {
-                        str(m): Price(float(p["input"]), float(p["output"]))
-                        for m, p in self._inline_prices.items()
-                    }
-                )
-            except (TypeError, KeyError, ValueError) as exc:
-                raise AxbenchConfigError(
-                    "LLM client `prices` entries need numeric `input` and `output` (USD per 1M tokens)"
-                ) from exc
-        if self._backend == "local" or self._prices_path is None:
-            return None
-        return load_price_table(resolve_project_path(self._prices_path))
-
     def _credentials(self):  # type: ignore[no-untyped-def]
-        return resolve_openai_credentials(
-            self.__credentials, base_url=self._base_url, credentials_file=self._credentials_file
-        )
+        return resolve_openai_credentials(self.__credentials, base_url=self._base_url)
 
     def _model_spec(self):  # type: ignore[no-untyped-def]
         from axbench_kedro.lm.types import ModelSpec
 
-        try:
-            return ModelSpec(**self._spec)
-        except TypeError as exc:
-            raise AxbenchConfigError(f"LLM client `target_model_spec` has an unknown field: {exc}") from exc
+        return ModelSpec.from_config(self._spec, key="target_model_spec")
 
     def validate(self) -> None:
         """Check what ``load()`` needs without loading a model or calling a server.
 
         Raises:
-            AxbenchConfigError: no API key (names ``openai.api_key``), a bad price table or model spec.
+            AxbenchConfigError: no API key (names ``openai.api_key``) or a bad model spec.
         """
         if self._backend == "openai":
             if self._credentials().api_key is None:
-                raise missing_key_error(str(self._model), self._credentials_file)
-            self._prices()
+                raise missing_key_error(str(self._model))
         else:
             from axbench_kedro.lm.loading import validate_spec
 
@@ -191,7 +160,7 @@ class LLMClientDataset(AbstractDataset[None, LLMClient]):
 
             creds = self._credentials()
             if creds.api_key is None:
-                raise missing_key_error(str(self._model), self._credentials_file)
+                raise missing_key_error(str(self._model))
             backend: Any = OpenAICompatibleBackend(
                 str(self._model),
                 api_key=creds.api_key,
@@ -216,7 +185,6 @@ class LLMClientDataset(AbstractDataset[None, LLMClient]):
             cache=self._cache_path,
             max_concurrency=self._max_concurrency,
             max_attempts=self._max_attempts,
-            prices=self._prices(),
         )
 
     def save(self, data: LLMClient) -> None:

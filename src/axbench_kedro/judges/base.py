@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -71,20 +72,32 @@ class JudgeResources:
             proxy run never builds a client and never needs an API key).
         target_model: the unsteered target model (the proxy judge's perplexity).
         seed: the run seed (recorded with every judgement).
+        prompt_templates: the ``prompt_templates`` catalog dataset (``{name: loader}``; the LLM judge's rubrics).
+        llm_prices: the ``llm_prices`` catalog dataset, handed to the LLM client when it is created.
     """
 
     llm_client: Any = None
     target_model: TargetModel | None = None
     seed: int = 0
+    prompt_templates: Mapping[str, Any] | None = None
+    llm_prices: Mapping[str, Any] | None = None
 
     def client(self) -> Any:
-        """The LLM client, created now if it was given as a factory."""
+        """The LLM client, created now if it was given as a factory, priced with ``llm_prices``."""
+        from axbench_kedro.llm.client import apply_prices
+
         client = self.llm_client
         if client is None:
             raise AxbenchConfigError("judge.kind: the LLM judge needs the `judge_llm` catalog dataset")
         if callable(client) and not hasattr(client, "complete_many"):
             client = self.llm_client = client()
-        return client
+        return apply_prices(client, self.llm_prices)
+
+    def templates(self) -> Mapping[str, Any]:
+        """The prompt templates (``AxbenchConfigError`` when the node handed none)."""
+        if self.prompt_templates is None:
+            raise AxbenchConfigError("judge.kind: the LLM judge needs the `prompt_templates` catalog dataset")
+        return self.prompt_templates
 
 
 class Judge(ABC):

@@ -1,11 +1,13 @@
 """The AxBench LLM judge: three independent calls per generation (J1 concept, J2 instruction, J3 fluency).
 
-Each call is one user message rendered from a project template (``conf/base/prompts/judge_*.txt``) and answered at
+Each call is one user message rendered from a project template (``judge_*`` of the ``prompt_templates`` catalog
+dataset, handed over by the node) and answered at
 the configured temperature (default 0, protocol §9 decision 27); the reply is parsed with the ``axbench-v1`` rule
 (§5.5). The instruction criterion sees the original instruction, never the steered prompt.
 
 Example:
-    >>> judge = LLMJudge(client, templates=load_judge_templates(JudgeTemplates()), temperature=0.0, seed=42)
+    >>> templates = load_judge_templates(JudgeTemplates(), catalog.load("prompt_templates"))
+    >>> judge = LLMJudge(client, templates=templates, temperature=0.0, seed=42)
     >>> judge.judge(generations, prompts)  # 3 calls per distinct generation
 """
 
@@ -20,7 +22,7 @@ import pandas as pd
 from axbench_kedro.errors import AxbenchConfigError
 from axbench_kedro.judges.base import RATING_COLUMNS, Judge, JudgeResources, register_judge
 from axbench_kedro.judges.parsing import PARSE_RULE, parse_rating
-from axbench_kedro.llm.templates import PromptTemplate, load_template
+from axbench_kedro.llm.templates import PromptTemplate, pick_template
 from axbench_kedro.llm.types import LLMRequest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,9 +40,17 @@ CRITERION_FIELDS: dict[str, dict[str, str]] = {
 }
 
 
-def load_judge_templates(names: JudgeTemplates) -> dict[str, PromptTemplate]:
-    """Load the three judge templates and check each has exactly the placeholders its criterion fills."""
-    templates = {criterion: load_template(getattr(names, criterion)) for criterion in CRITERION_FIELDS}
+def load_judge_templates(
+    names: JudgeTemplates, prompt_templates: Mapping[str, Any]
+) -> dict[str, PromptTemplate]:
+    """Pick the three judge templates from the ``prompt_templates`` catalog dataset and check each has exactly
+    the placeholders its criterion fills."""
+    templates = {
+        criterion: pick_template(
+            prompt_templates, getattr(names, criterion), f"steering_eval.judge.templates.{criterion}"
+        )
+        for criterion in CRITERION_FIELDS
+    }
     for criterion, template in templates.items():
         expected = set(CRITERION_FIELDS[criterion])
         if set(template.fields) != expected:
@@ -84,7 +94,7 @@ class LLMJudge(Judge):
     def from_config(cls, config: JudgeParams, resources: JudgeResources) -> LLMJudge:
         return cls(
             resources.client(),
-            load_judge_templates(config.templates),
+            load_judge_templates(config.templates, resources.templates()),
             temperature=config.temperature,
             max_tokens=config.max_tokens,
             seed=resources.seed,

@@ -2,15 +2,16 @@
 wrapped by :class:`LLMClient` (persistent cache, concurrency limit, retries, cost ledger); prompt templates.
 
 Modules: ``types`` (requests, responses, backend protocol), ``errors``, ``client``, ``openai_backend``,
-``local_backend``, ``ledger`` (prices and usage), ``credentials``, ``templates``, ``paths``.
+``local_backend``, ``ledger`` (prices and usage), ``credentials``, ``templates``. Nothing here reads a project
+file: templates, the price table and credentials arrive through the Kedro catalog.
 """
 
 from __future__ import annotations
 
 from axbench_kedro.llm.client import LLMClient
 from axbench_kedro.llm.errors import LLMCallError, TransientLLMError
-from axbench_kedro.llm.ledger import CostLedger, LedgerTotals, Price, PriceTable, load_price_table
-from axbench_kedro.llm.templates import PromptTemplate, load_template
+from axbench_kedro.llm.ledger import CostLedger, LedgerTotals, Price, PriceTable
+from axbench_kedro.llm.templates import PromptTemplate, load_templates, pick_template
 from axbench_kedro.llm.types import Backend, LLMRequest, LLMResponse
 
 __all__ = [
@@ -25,6 +26,6 @@ __all__ = [
     "PriceTable",
     "PromptTemplate",
     "TransientLLMError",
-    "load_price_table",
-    "load_template",
+    "load_templates",
+    "pick_template",
 ]

@@ -20,9 +20,10 @@ import asyncio
 import logging
 import random
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
@@ -35,7 +36,7 @@ from axbench_kedro.llm.ledger import FREE, CostLedger, LedgerTotals, PriceTable
 from axbench_kedro.llm.loop import BackgroundLoop
 from axbench_kedro.llm.types import Backend, LLMRequest, LLMResponse
 
-__all__ = ["LLMClient", "CACHE_TABLE", "CACHE_VERSION"]
+__all__ = ["LLMClient", "CACHE_TABLE", "CACHE_VERSION", "apply_prices"]
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,23 @@ class LLMClient:
                 reply = LLMResponse(reply.text, reply.input_tokens, reply.output_tokens, True, reply.model)
             out.append(reply)
         return out
+
+    def use_prices(self, prices: PriceTable | Mapping[str, Any] | None) -> LLMClient:
+        """Price this client's calls with ``prices`` from now on (calls already counted are re-priced).
+
+        Args:
+            prices: a :class:`PriceTable`, or what the ``llm_prices`` catalog dataset loads
+                (``{"models": {id: {"input": ..., "output": ...}}}``); ``None`` keeps the current price. A model
+                missing from the table costs 0 (one warning); the in-process backend always costs 0.
+
+        Returns:
+            The client itself.
+        """
+        if prices is None or getattr(self.backend, "free", False):
+            return self
+        table = prices if isinstance(prices, PriceTable) else PriceTable.from_config(prices)
+        self.ledger.set_price(table.lookup(self.model))
+        return self
 
     def totals(self) -> LedgerTotals:
         """Ledger snapshot (pass it to :meth:`usage_frame` as ``since`` to report one stage)."""
@@ -317,3 +335,11 @@ class LLMClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def apply_prices(client: Any, llm_prices: PriceTable | Mapping[str, Any] | None) -> Any:
+    """Hand a node's ``llm_prices`` input to its LLM client (objects without ``use_prices`` pass unchanged)."""
+    use = getattr(client, "use_prices", None)
+    if callable(use) and llm_prices is not None:
+        use(llm_prices)
+    return client

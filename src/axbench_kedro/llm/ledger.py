@@ -1,6 +1,7 @@
 """Cost ledger: calls, cache hits, tokens and USD cost, input and output tokens priced separately.
 
-Prices are USD per one million tokens, read from ``conf/base/llm_prices.yml``::
+Prices are USD per one million tokens, from the ``llm_prices`` catalog dataset (``conf/base/llm_prices.yml``)
+that nodes using an LLM client take as an input and hand to the client (``LLMClient.use_prices``)::
 
     models:
       gpt-4o-mini: {input: 0.15, output: 0.60}
@@ -18,16 +19,15 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from axbench_kedro.errors import AxbenchConfigError
 
-__all__ = ["Price", "PriceTable", "LedgerTotals", "CostLedger", "load_price_table", "USAGE_COLUMNS"]
+__all__ = ["Price", "PriceTable", "LedgerTotals", "CostLedger", "USAGE_COLUMNS", "FREE"]
 
 log = logging.getLogger(__name__)
 
@@ -61,36 +61,35 @@ class PriceTable:
             return self.prices[model]
         return self.prices.get(_DATE_SUFFIX.sub("", model))
 
+    @classmethod
+    def from_config(cls, raw: Any, source: str = "llm_prices") -> PriceTable:
+        """A price table from what the ``llm_prices`` catalog dataset loads
+        (``{"models": {id: {"input": usd_per_m, "output": usd_per_m}}}``).
 
-def load_price_table(path: str | Path) -> PriceTable:
-    """Read a price table YAML (``models: {id: {input: usd_per_m, output: usd_per_m}}``).
+        Args:
+            raw: the loaded YAML (a mapping).
+            source: name for messages (the catalog entry).
 
-    Raises:
-        AxbenchConfigError: missing file or an entry without numeric ``input`` / ``output``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise AxbenchConfigError(
-            f"LLM price table not found: {path} (set `prices_path` of the LLM client dataset)"
-        )
-    try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise AxbenchConfigError(f"LLM price table {path} is not valid YAML: {exc}") from exc
-    models = raw.get("models") if isinstance(raw, dict) else None
-    if not isinstance(models, dict):
-        raise AxbenchConfigError(f"LLM price table {path} needs a top-level `models:` mapping")
-    prices: dict[str, Price] = {}
-    for model, entry in models.items():
-        try:
-            prices[str(model)] = Price(float(entry["input"]), float(entry["output"]))
-        except (TypeError, KeyError, ValueError) as exc:
-            raise AxbenchConfigError(
-                f"LLM price table {path}: models.{model} needs numeric `input` and `output` (USD per 1M tokens)"
-            ) from exc
-        if prices[str(model)].input_per_m < 0 or prices[str(model)].output_per_m < 0:
-            raise AxbenchConfigError(f"LLM price table {path}: models.{model} has a negative price")
-    return PriceTable(prices)
+        Raises:
+            AxbenchConfigError: no ``models:`` mapping, or an entry without numeric ``input`` / ``output`` or with
+                a negative price.
+        """
+        models = raw.get("models") if isinstance(raw, Mapping) else None
+        if not isinstance(models, Mapping):
+            raise AxbenchConfigError(f"LLM price table {source} needs a top-level `models:` mapping")
+        prices: dict[str, Price] = {}
+        for model, entry in models.items():
+            try:
+                price = Price(float(entry["input"]), float(entry["output"]))
+            except (TypeError, KeyError, ValueError) as exc:
+                raise AxbenchConfigError(
+                    f"LLM price table {source}: models.{model} needs numeric `input` and `output` "
+                    "(USD per 1M tokens)"
+                ) from exc
+            if price.input_per_m < 0 or price.output_per_m < 0:
+                raise AxbenchConfigError(f"LLM price table {source}: models.{model} has a negative price")
+            prices[str(model)] = price
+        return cls(prices)
 
 
 @dataclass(frozen=True)
@@ -132,6 +131,18 @@ class CostLedger:
         self._totals = LedgerTotals()
         self._lock = threading.Lock()
         self._warned = False
+
+    def set_price(self, price: Price | None) -> None:
+        """Use ``price`` from now on (``None`` = unknown: 0 USD with one warning). Calls already recorded under
+        another price are re-priced, so the totals always follow the current price table."""
+        with self._lock:
+            new = price if price is not None else FREE
+            changed = (price is not None) != self.priced or new != self.price
+            self.priced = price is not None
+            self.price = new
+            t = self._totals
+            if changed and t.calls:
+                self._totals = replace(t, cost_usd=new.cost(t.input_tokens, t.output_tokens))
 
     def record_call(self, input_tokens: int, output_tokens: int) -> None:
         """A completed (billed) call."""

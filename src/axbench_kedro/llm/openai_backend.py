@@ -109,8 +109,9 @@ class OpenAICompatibleBackend:
             raise AxbenchConfigError("LLM model id is empty: set `model` of the LLM client dataset")
         if not api_key:
             raise AxbenchConfigError(
-                "no API key for the OpenAI-compatible backend: set openai.api_key in conf/local/credentials.yml "
-                "or the OPENAI_API_KEY environment variable (servers that ignore keys accept any value, e.g. 'none')"
+                "no API key for the OpenAI-compatible backend: set openai.api_key through the OPENAI_API_KEY "
+                "environment variable or a git-ignored conf/<env>/credentials.yml (servers that ignore keys accept "
+                "any value, e.g. 'none')"
             )
         if timeout_s <= 0:
             raise AxbenchConfigError(f"LLM timeout_s must be > 0, got {timeout_s}")
@@ -200,8 +201,8 @@ class OpenAICompatibleBackend:
         where = f"model {model!r} at {self.location}"
         if status == 401:
             message = (
-                f"LLM call to {where} was refused (HTTP 401, authentication failed): check openai.api_key in "
-                "conf/local/credentials.yml or OPENAI_API_KEY"
+                f"LLM call to {where} was refused (HTTP 401, authentication failed): check openai.api_key "
+                "(OPENAI_API_KEY or conf/<env>/credentials.yml)"
             )
         elif status == 403:
             message = f"LLM call to {where} was refused (HTTP 403, permission denied): {detail}"

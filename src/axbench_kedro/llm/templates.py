@@ -1,5 +1,9 @@
 """Prompt templates: text files with ``{identifier}`` placeholders, identified by the SHA-256 of their text.
 
+The files reach nodes through the ``prompt_templates`` catalog dataset (``partitions.PartitionedDataset`` of
+``text.TextDataset`` over ``conf/base/prompts``, ``{name: loader}``); :func:`pick_template` turns one entry into a
+:class:`PromptTemplate`. Nothing here reads a file.
+
 Only ``{identifier}`` (a Python identifier in single braces) is a placeholder, so code and JSON braces in a
 template stay as written; ``{{identifier}}`` writes a literal ``{identifier}``. Substitution is one pass: a
 filled-in value is never scanned for placeholders again.
@@ -15,20 +19,17 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 from axbench_kedro.errors import AxbenchConfigError
-from axbench_kedro.llm.paths import project_root
 
-__all__ = ["PromptTemplate", "load_template", "default_prompts_dir", "PROMPTS_DIR_ENV"]
+__all__ = ["PromptTemplate", "pick_template", "load_templates", "template_from_entry"]
 
-PROMPTS_DIR_ENV = "AXBENCH_PROMPTS_DIR"
 # `{{name}}` (escaped, literal) or `{name}` (placeholder); other braces never match.
 _TOKEN = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
 def _fields_of(text: str) -> tuple[str, ...]:
@@ -87,34 +88,61 @@ class PromptTemplate:
         return _TOKEN.sub(fill, self.text)
 
 
-def default_prompts_dir() -> Path:
-    """``$AXBENCH_PROMPTS_DIR`` if set, else ``<project root>/conf/base/prompts``."""
-    env = os.environ.get(PROMPTS_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    return project_root() / "conf" / "base" / "prompts"
+def _as_text(value: Any, name: str) -> str:
+    """The text of one ``prompt_templates`` entry: a string, or a zero-argument loader (``PartitionedDataset``)."""
+    if isinstance(value, PromptTemplate):
+        return value.text
+    if callable(value):
+        value = value()
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if not isinstance(value, str):
+        raise AxbenchConfigError(
+            f"prompt_templates: entry {name!r} loaded a {type(value).__name__}, expected text (text.TextDataset)"
+        )
+    return value.replace("\r\n", "\n")
 
 
-def load_template(name: str, prompts_dir: str | Path | None = None) -> PromptTemplate:
-    """Read ``<prompts_dir>/<name>.txt``.
+def _stem(name: str) -> str:
+    return name[:-4] if name.endswith(".txt") else name
+
+
+def template_from_entry(name: str, value: Any) -> PromptTemplate:
+    """One :class:`PromptTemplate` from a ``prompt_templates`` entry (a ``PromptTemplate`` passes unchanged)."""
+    if isinstance(value, PromptTemplate):
+        return value
+    return PromptTemplate.from_text(_stem(name), _as_text(value, name))
+
+
+def pick_template(prompt_templates: Mapping[str, Any], name: str, key: str) -> PromptTemplate:
+    """The template ``name`` from the ``prompt_templates`` catalog dataset (only that entry is loaded).
 
     Args:
-        name: template name, with or without ``.txt``.
-        prompts_dir: folder of templates; default :func:`default_prompts_dir`.
+        prompt_templates: what the ``prompt_templates`` dataset loads, ``{name: loader}`` (a
+            ``partitions.PartitionedDataset`` of ``text.TextDataset``); plain strings or ``PromptTemplate``
+            values work too.
+        name: template name (file stem, ``.txt`` optional).
+        key: the parameter that named the template, for the error message.
 
     Raises:
-        AxbenchConfigError: a bad name or a missing file (the message lists the templates that exist).
+        AxbenchConfigError: one line naming ``key``, the missing name and the known templates.
     """
-    stem = name[:-4] if name.endswith(".txt") else name
-    if not _NAME.match(stem):
+    if not isinstance(prompt_templates, Mapping):
         raise AxbenchConfigError(
-            f"prompt template name {name!r} must be a plain file stem (letters, digits, _ . -)"
+            f"{key}: the prompt_templates catalog dataset must load a mapping of template name to text, "
+            f"got {type(prompt_templates).__name__}"
         )
-    folder = Path(prompts_dir).expanduser() if prompts_dir is not None else default_prompts_dir()
-    path = folder / f"{stem}.txt"
-    if not path.is_file():
-        known = sorted(p.stem for p in folder.glob("*.txt")) if folder.is_dir() else []
+    stem = _stem(str(name))
+    entries = {_stem(str(k)): v for k, v in prompt_templates.items()}
+    if stem not in entries:
+        known = sorted(entries)
         raise AxbenchConfigError(
-            f"prompt template file not found: {path} (templates there: {known or 'none'})"
+            f"{key}: prompt template {name!r} is not in the prompt_templates catalog dataset "
+            f"(known templates: {known or 'none'})"
         )
-    return PromptTemplate.from_text(stem, path.read_text(encoding="utf-8"))
+    return template_from_entry(stem, entries[stem])
+
+
+def load_templates(prompt_templates: Mapping[str, Any]) -> dict[str, PromptTemplate]:
+    """Every entry of the ``prompt_templates`` catalog dataset as a :class:`PromptTemplate`, by name."""
+    return {_stem(str(k)): template_from_entry(str(k), v) for k, v in sorted(prompt_templates.items())}
