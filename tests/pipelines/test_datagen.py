@@ -20,17 +20,17 @@ from kedro_datasets.pandas import CSVDataset
 
 from axbench_kedro.cache import SQLiteCache
 from axbench_kedro.config.common import RunSettings
-from axbench_kedro.config.datagen import DatagenParams, ProvidedData
+from axbench_kedro.config.datagen import DatagenParams
 from axbench_kedro.datagen.concepts import ConceptEntry
 from axbench_kedro.datagen.instructions import InstructionPools, stage_rng
-from axbench_kedro.datagen.io import ProtocolParquetDataset
+from axbench_kedro.datagen.io import ProtocolParquetDataset, ProvidedTableDataset, read_table
 from axbench_kedro.datagen.prompts import KINDS
-from axbench_kedro.datagen.schemas import read_table
 from axbench_kedro.lm.chat import format_prompt
 from axbench_kedro.lm.generation import generate_greedy
 from axbench_kedro.pipelines.datagen import create_pipeline
 from datagen.scripted_llm import CONCEPTS, EXPECTED_PAIRS, LONG_ANSWER, ScriptedGenerator
 from fixtures.fake_openai import FakeOpenAIServer, client_for
+from fixtures.project_catalog import project_llm_prices, project_prompt_templates
 from fixtures.released_layout import make_released_frames, write_released_layout
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,14 +70,28 @@ def server() -> Iterator[FakeOpenAIServer]:
 
 
 def _catalog(
-    tmp: Path, tm: Any, client: Any, params: DatagenParams, cache_name: str = "datagen.sqlite"
+    tmp: Path,
+    tm: Any,
+    client: Any,
+    params: DatagenParams,
+    cache_name: str = "datagen.sqlite",
+    provided: dict[str, Path] | None = None,
 ) -> DataCatalog:
     def keep(value: Any) -> MemoryDataset:
         return MemoryDataset(value, copy_mode="assign")
 
+    provided = provided or {}
     datasets = {
         "concept_list": keep([ConceptEntry(c) for c in CONCEPTS]),
         "seed_instructions": MemoryDataset(SEED),
+        "prompt_templates": keep(project_prompt_templates()),
+        "llm_prices": keep(project_llm_prices()),
+        **{
+            f"provided_{kind}": ProvidedTableDataset(
+                schema=kind, filepath=str(provided[kind]) if kind in provided else None
+            )
+            for kind in ("train_data", "latent_eval_data")
+        },
         "target_model": keep(tm),
         "generator_llm": keep(client),
         "datagen_cache": keep(SQLiteCache(tmp / cache_name, table="datagen")),
@@ -228,6 +242,7 @@ def test_usage_and_saved_files_validate(first_run):
     }
     assert set(manifest["templates"]) == {f"gen_{k}" for k in KINDS} and manifest["prompt_style"] == "chat"
     assert manifest["llm_usage"]["calls"] == first_run["n_requests"]
+    assert manifest["provided"] == {"train_data": None, "latent_eval_data": None}
     out = first_run["tmp"] / "out"
     read_table(out / "train_data.parquet", "train_data")
     read_table(out / "latent_eval_data.parquet", "latent_eval_data")
@@ -280,8 +295,10 @@ def test_killed_run_resumes_with_the_remaining_concepts(tmp_path, server, tiny_g
 
 def test_provided_released_files_pass_through(tmp_path, server, tiny_gemma3):
     train_path, test_path = write_released_layout(tmp_path / "released", "2b", 20, n_concepts=3)
-    params = _params(provided=ProvidedData(train_data=str(train_path), latent_eval_data=str(test_path)))
-    out = _run(tmp_path, tiny_gemma3, client_for(server, tmp_path / "llm.sqlite"), params)
+    provided = {"train_data": train_path, "latent_eval_data": test_path}
+    out = _run(
+        tmp_path, tiny_gemma3, client_for(server, tmp_path / "llm.sqlite"), _params(), provided=provided
+    )
     assert len(server.requests) == 0
     pd.testing.assert_frame_equal(out["train_data"], pd.read_parquet(train_path))
     pd.testing.assert_frame_equal(out["latent_eval_data"], pd.read_parquet(test_path))
@@ -289,6 +306,10 @@ def test_provided_released_files_pass_through(tmp_path, server, tiny_gemma3):
     assert meta["sae_id"].tolist() == [4021, 77, 15002]
     assert [list(g) for g in meta["concept_genres"]] == [["text"], ["code"], ["math"]]
     assert len(out["preference_data"]) == 12  # 4 positives × 3 concepts, losing = tiny model answers
+    provided_record = out["datagen_manifest"]["provided"]
+    assert provided_record["train_data"]["rows"] == len(pd.read_parquet(train_path))
+    assert provided_record["latent_eval_data"]["concepts"] == 3
+    assert len(provided_record["train_data"]["sha256"]) == 64
 
 
 def test_provided_train_only_generates_latent_for_its_concepts(tmp_path, tiny_gemma3):
@@ -297,8 +318,8 @@ def test_provided_train_only_generates_latent_for_its_concepts(tmp_path, tiny_ge
     train.to_parquet(path)
     script = ScriptedGenerator()
     with FakeOpenAIServer(reply_fn=script) as srv:
-        params = _params(provided=ProvidedData(train_data=str(path)))
-        out = _run(tmp_path, tiny_gemma3, client_for(srv, tmp_path / "llm.sqlite"), params)
+        client = client_for(srv, tmp_path / "llm.sqlite")
+        out = _run(tmp_path, tiny_gemma3, client, _params(), provided={"train_data": path})
     assert script.calls["genre"] == 0  # genres come from the provided file
     assert script.calls["with_concept"] == 2 * 7  # latent positives only, no train positives
     latent = out["latent_eval_data"]
@@ -314,29 +335,42 @@ def test_bad_provided_file_fails_with_one_line(tmp_path, server, tiny_gemma3):
     train, _ = make_released_frames()
     path = tmp_path / "train.parquet"
     train.drop(columns=["output"]).to_parquet(path)
-    params = _params(provided=ProvidedData(train_data=str(path)))
-    with pytest.raises(Exception, match=f"{path}: column 'output': missing"):
-        _run(tmp_path, tiny_gemma3, client_for(server, tmp_path / "llm.sqlite"), params)
+    with pytest.raises(Exception, match=f"{path}: column 'output': missing") as info:
+        _run(
+            tmp_path,
+            tiny_gemma3,
+            client_for(server, tmp_path / "llm.sqlite"),
+            _params(),
+            provided={"train_data": path},
+        )
+    assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("env", ["base", "gemma2_2b_l10", "gemma2_2b_l20", "gemma2_9b_l20", "gemma2_9b_l31"])
+@pytest.mark.parametrize("env", ["demo", "gemma2_2b_l10", "gemma2_2b_l20", "gemma2_9b_l20", "gemma2_9b_l31"])
 def test_conf_parameters_and_catalog(env):
     from axbench_kedro.settings import CONFIG_LOADER_ARGS
 
-    loader = OmegaConfigLoader(
-        str(ROOT / "conf"),
-        base_env="base",
-        default_run_env=env,
-        config_patterns=CONFIG_LOADER_ARGS["config_patterns"],
-    )
+    args = {k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "default_run_env"}
+    loader = OmegaConfigLoader(str(ROOT / "conf"), env=env, **args)
     params = DatagenParams(**loader["parameters"]["datagen"])
     catalog = loader["catalog"]
-    for name in ("concept_list", "seed_instructions", "steering_instructions", "datagen_cache", *OUTPUTS):
+    for name in (
+        "concept_list",
+        "seed_instructions",
+        "steering_instructions",
+        "datagen_cache",
+        "prompt_templates",
+        "llm_prices",
+        "provided_train_data",
+        "provided_latent_eval_data",
+        *OUTPUTS,
+    ):
         assert name in catalog
+    assert catalog["provided_train_data"]["filepath"] is None  # generate unless an environment sets a file
     for name in OUTPUTS[:4]:
         assert catalog[name]["versioned"] is True
         assert catalog[name]["filepath"].startswith("data/02_intermediate/")
-    if env == "base":
+    if env == "demo":
         assert params.prompt_style == "base" and params.max_concepts == 4
         assert params.latent_negative_counts == {"text": 4, "math": 1, "code": 1}
     else:

@@ -18,6 +18,7 @@ from axbench_kedro.metrics.detection import METRIC_COLUMNS
 from axbench_kedro.pipelines.latent_eval import create_pipeline as latent_pipeline
 from axbench_kedro.pipelines.training import create_pipeline as training_pipeline
 from fixtures.fake_openai import FakeOpenAIServer, client_for
+from fixtures.project_catalog import project_llm_prices, project_prompt_templates
 from fixtures.tiny_models import make_tiny_target_model
 from methods.pipeline_inputs import LAYER, KeptMemoryDataset, training_catalog, write_sae
 from methods.synthetic_data import CONCEPTS, make_latent_eval_data
@@ -62,6 +63,8 @@ def latent_catalog(tm, arts, meta, client, cache_path, params: LatentEvalParams)
             "method_artifacts": MemoryDataset(arts, copy_mode="assign"),
             "target_model": MemoryDataset(tm, copy_mode="assign"),
             "generator_llm": MemoryDataset(client, copy_mode="assign"),
+            "llm_prices": MemoryDataset(project_llm_prices(), copy_mode="assign"),
+            "prompt_templates": MemoryDataset(project_prompt_templates(), copy_mode="assign"),
             "latent_cache": MemoryDataset(ArtifactStore(cache_path), copy_mode="assign"),
             "params:run": MemoryDataset(
                 RunSettings(setting="tiny", layer=LAYER, seed=42), copy_mode="assign"

@@ -7,7 +7,6 @@ touching the old one, ``--load-versions`` reproducing the first report, pinning 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -63,7 +62,7 @@ def test_pipeline_wiring_reads_protocol_inputs() -> None:
     assert {
         "concepts_meta", "latent_metrics", "latent_scores", "steering_scores", "steering_selection",
         "steering_summary", "judgements", "datagen_llm_usage", "latent_eval_llm_usage", "steering_llm_usage",
-        "params:run", "params:reporting", "results_across_settings", "pipeline_timings",
+        "params:run", "params:reporting", "results_across_settings",
     } == pipe.inputs()  # fmt: skip
     assert {"leaderboard", "leaderboard_table", "leaderboard_markdown", "detection_table", "run_card",
             "mean_roc_plot", "score_vs_factor_plot", "auroc_vs_score_plot"} <= pipe.all_outputs()  # fmt: skip
@@ -90,9 +89,8 @@ def test_reporting_run_rerun_and_load_versions(project: Path) -> None:
     assert not labels.loc[("DiffMean", "Avg"), "comparable"]
     card = _only(project, "run_card.md").read_text()
     assert f"| {OTHER_SETTING} | steering_selection |" in card
-    # Wall times come from the hooks' pipeline_timings record: a table of seconds, or n/a when there is none.
-    timings = card.split("## Wall time per pipeline", 1)[1].split("##", 1)[0].strip()
-    assert timings == "n/a" or re.search(r"^\| \w+ \| \d+\.\d s \|$", timings, flags=re.MULTILINE)
+    # Wall times are logged by the hooks, outside the graph: the card read from the catalog has no such section.
+    assert "## Wall time per pipeline" not in card
 
     # A new upstream version of this setting's selection, then a rerun: a second report version, the first intact.
     selection_path = _catalog_path(project, "steering_selection")

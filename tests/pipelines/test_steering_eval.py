@@ -19,15 +19,12 @@ from axbench_kedro.errors import AxbenchConfigError, AxbenchDataError
 from axbench_kedro.methods import get_method
 from axbench_kedro.methods.base import MethodArtifact
 from axbench_kedro.pipelines.steering_eval import create_pipeline
-from axbench_kedro.pipelines.steering_eval.generation import (
-    GenerationStats,
-    generate_plans,
-    magnitudes_for,
-    plan_units,
-    steering_plans,
-)
-from axbench_kedro.pipelines.steering_eval.nodes import build_steering_prompts, sample_instructions
+from axbench_kedro.pipelines.steering_eval.nodes import build_steering_prompts
+from axbench_kedro.steering.plans import magnitudes_for, plan_units, steering_plans
+from axbench_kedro.steering.prompts import sample_instructions
+from axbench_kedro.steering.schedule import GenerationStats, generate_plans
 from fixtures.fake_openai import FakeOpenAIServer, client_for
+from fixtures.project_catalog import ROOT, project_llm_prices, project_prompt_templates
 
 LAYER = 1
 CONCEPTS = ["references to rental services", "astronomy and stars"]
@@ -152,6 +149,8 @@ def _run(tm, tmp_path, gen_server, judge_server, params: SteeringEvalParams) -> 
             "judge_llm": MemoryDataset(
                 lambda: client_for(judge_server, tmp_path / "llm.sqlite"), copy_mode="assign"
             ),
+            "llm_prices": MemoryDataset(project_llm_prices(), copy_mode="assign"),
+            "prompt_templates": MemoryDataset(project_prompt_templates(), copy_mode="assign"),
             "generation_cache": MemoryDataset(SQLiteCache(tmp_path / "gen.sqlite", "g"), copy_mode="assign"),
             "params:steering_eval": MemoryDataset(params, copy_mode="assign"),
             "params:run": MemoryDataset(
@@ -386,18 +385,13 @@ def test_catalog_judge_client_is_lazy_and_cache_persists(tmp_path, monkeypatch) 
     from kedro.config import OmegaConfigLoader
 
     from axbench_kedro.datasets.lazy import LazyHandle
-    from axbench_kedro.llm.paths import project_root
+    from axbench_kedro.settings import CONFIG_LOADER_ARGS
 
-    root = project_root()
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    monkeypatch.setenv("AXBENCH_PROJECT_ROOT", str(root))
     monkeypatch.chdir(tmp_path)  # relative catalog paths land here
-    loader = OmegaConfigLoader(
-        str(root / "conf"), base_env="base", default_run_env="base", config_patterns={"globals": ["globals*"]}
-    )
+    loader = OmegaConfigLoader(str(ROOT / "conf"), **CONFIG_LOADER_ARGS)
     conf = {k: v for k, v in loader["catalog"].items() if k in ("judge_llm", "generation_cache")}
-    conf["judge_llm"]["dataset"]["credentials_file"] = str(tmp_path / "none.yml")
-    catalog = DataCatalog.from_config(conf, loader["credentials"])
+    catalog = DataCatalog.from_config(conf, loader["credentials"])  # api_key: ${oc.env:OPENAI_API_KEY,""}
 
     handle = catalog.load("judge_llm")
     assert isinstance(handle, LazyHandle) and not handle.loaded  # nothing built, no key asked

@@ -1,8 +1,10 @@
 """Temporary copies of the Kedro project for end-to-end reporting tests (session runs, viz build, notebook).
 
-A copy holds ``pyproject.toml``, ``.telemetry``, ``conf/`` (without ``conf/local``), the notebooks, a copy of
-``src/`` and empty ``data/`` layer folders. ``conf/local/credentials.yml`` gets a planted test key so that tests can
-check that no secret reaches ``data/`` or ``build/``. Upstream results are written *through the copy's catalog*, so
+A copy holds ``pyproject.toml``, ``.telemetry``, ``conf/`` (without ``conf/local`` and without any git-ignored
+credentials file), the notebooks, a copy of ``src/`` and empty ``data/`` layer folders. A planted test key reaches
+Kedro's credentials both ways a user sets one: ``OPENAI_API_KEY`` (read by ``conf/base/credentials.yml`` through
+``oc.env``) and a ``credentials.yml`` in the copy's default run environment, so that tests can check that no secret
+reaches ``data/`` or ``build/``. Upstream results are written *through the copy's catalog*, so
 they land exactly where the real upstream pipelines would put them (versioned where the catalog says so).
 """
 
@@ -72,9 +74,19 @@ def make_project_copy(dest: Path) -> Path:
     for name in ("pyproject.toml", ".telemetry"):
         if (ROOT / name).exists():
             shutil.copy2(ROOT / name, dest / name)
-    shutil.copytree(ROOT / "conf", dest / "conf", ignore=shutil.ignore_patterns("local"))
+    from axbench_kedro.settings import CONFIG_LOADER_ARGS
+
+    def ignored(folder: str, names: list[str]) -> set[str]:
+        skip = {"local"} if Path(folder) == ROOT / "conf" else set()
+        if Path(folder).parent == ROOT / "conf" and Path(folder).name != "base":
+            skip |= {n for n in names if n.startswith("credentials")}  # a developer's own keys
+        return skip
+
+    shutil.copytree(ROOT / "conf", dest / "conf", ignore=ignored)
     (dest / "conf" / "local").mkdir()
-    (dest / "conf" / "local" / "credentials.yml").write_text(
+    run_env = dest / "conf" / CONFIG_LOADER_ARGS["default_run_env"]
+    run_env.mkdir(exist_ok=True)
+    (run_env / "credentials.yml").write_text(
         f'openai:\n  api_key: "{PLANTED_KEY}"\n  base_url: ""\n', encoding="utf-8"
     )
     if (ROOT / "notebooks").is_dir():

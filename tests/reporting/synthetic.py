@@ -47,6 +47,9 @@ def latent_scores(n_concepts: int = 4, seed: int = 0, per_category: int = 6) -> 
                             "max_act": round(float(rng.normal(shift * (1.5 - 0.4 * k), 0.7)), 3),
                             "max_act_idx": int(rng.integers(0, 20)),
                             "max_token": "tok",
+                            # list-valued cells, as latent_eval writes with keep_token_acts (viz previews)
+                            "acts": [0.0, round(float(rng.normal()), 3), float("nan")],
+                            "tokens": ["<bos>", "tok", "en"],
                         }
                     )
                 row_id += 1

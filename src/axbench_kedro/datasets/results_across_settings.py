@@ -2,9 +2,14 @@
 
 Every environment writes its results to ``data/<layer>/<setting>/...``. The ``reporting`` pipeline takes the current
 setting's results through the normal (versioned) catalog entries, so ``--load-versions`` pins them, and takes every
-*other* setting's results through this dataset: it globs the setting folder of each configured source and loads the
-latest version found there (Kedro's rule: the lexicographically largest timestamp folder holding the file), or a
-version pinned in ``load_versions``.
+*other* setting's results through this dataset: it globs the setting folder of each configured source and reads it
+with Kedro's own versioned ``pandas.ParquetDataset`` / ``pandas.CSVDataset``, so the latest version (or one pinned in
+``load_versions``) is resolved by Kedro exactly as ``--load-versions`` resolves it for the current setting.
+
+Why not dataset factories: a factory (``"{setting}.steering_summary"``) needs every dataset name in the pipeline when
+it is built, but which settings have results is only known from the data folders at run time (a user may have run
+one paper setting, or all four, or a setting of their own). The dynamic part - which setting folders exist - is the
+only thing done here; loading and version lookup are Kedro's.
 
 Catalog example (``{setting}`` marks the setting folder)::
 
@@ -27,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from kedro.io import AbstractDataset, DatasetError
+from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
+from kedro.io.core import VersionNotFoundError
+from kedro_datasets.pandas import CSVDataset, ParquetDataset
 
 from axbench_kedro.errors import AxbenchConfigError
 
@@ -42,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 SOURCES_KEY = "sources"
 _PLACEHOLDER = "{setting}"
-_READERS = {".parquet": pd.read_parquet, ".csv": pd.read_csv}
+_READERS: dict[str, type[AbstractVersionedDataset]] = {".parquet": ParquetDataset, ".csv": CSVDataset}
 _SOURCE_COLUMNS = ["setting", "dataset", "version", "filepath"]
 
 
@@ -114,7 +121,7 @@ class ResultsAcrossSettingsDataset(AbstractDataset[None, dict[str, pd.DataFrame]
         for name in self._templates:
             parts = []
             for record in (r for r in plan if r["dataset"] == name):
-                frame = _read(Path(record["filepath"]))
+                frame = _read(record)
                 setting = record["setting"]
                 if "setting" in frame.columns and not frame["setting"].astype(str).eq(setting).all():
                     logger.warning(
@@ -182,31 +189,42 @@ def _find_settings(template: str) -> list[tuple[str, Path]]:
     return found
 
 
+def _dataset(path: Path, version: Version | None) -> AbstractVersionedDataset:
+    return _READERS[path.suffix](filepath=str(path), version=version)
+
+
 def _locate(path: Path, pinned: str | None, *, name: str, setting: str) -> tuple[str, Path] | None:
-    """``(version, file)`` to read for one setting; ``None`` when a versioned folder holds no version yet."""
+    """``(version, file)`` to read for one setting; ``None`` when a versioned folder holds no version yet.
+
+    A folder is a Kedro-versioned dataset: Kedro resolves its latest (or the pinned) version.
+    """
     if path.is_file():
         if pinned:
             raise AxbenchConfigError(
                 f"results_across_settings.load_versions.{setting}.{name}: {path} is not versioned"
             )
         return ("unversioned", path)
-    if pinned:
-        file = path / pinned / path.name
-        if not file.is_file():
-            raise AxbenchConfigError(
-                f"results_across_settings.load_versions.{setting}.{name}: version {pinned!r} not found ({file})"
-            )
-        return (pinned, file)
-    versions = sorted(
-        (p for p in path.iterdir() if (p / path.name).is_file()), key=lambda p: p.name, reverse=True
-    )
-    if not versions:
-        return None
-    return (versions[0].name, versions[0] / path.name)
-
-
-def _read(file: Path) -> pd.DataFrame:
+    dataset = _dataset(path, Version(pinned, None))
     try:
-        return _READERS[file.suffix](file)
+        version = dataset.resolve_load_version()
+    except VersionNotFoundError:
+        return None
+    file = Path(dataset._get_load_path())  # noqa: SLF001 - the path Kedro will read, for the sources table
+    if pinned and not dataset.exists():
+        raise AxbenchConfigError(
+            f"results_across_settings.load_versions.{setting}.{name}: version {pinned!r} not found ({file})"
+        )
+    return (str(version), file)
+
+
+def _read(record: dict[str, str]) -> pd.DataFrame:
+    """Load one planned file through its Kedro dataset."""
+    file = Path(record["filepath"])
+    if record["version"] == "unversioned":
+        dataset = _dataset(file, None)
+    else:  # <folder>/<version>/<name>: the versioned dataset at <folder>, pinned to that version
+        dataset = _dataset(file.parent.parent, Version(record["version"], None))
+    try:
+        return dataset.load()
     except Exception as exc:  # noqa: BLE001 - one readable error naming the file
         raise DatasetError(f"results_across_settings: cannot read {file}: {exc}") from exc

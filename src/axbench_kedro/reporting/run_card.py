@@ -240,7 +240,8 @@ def render_run_card(
         concepts_meta: ``concepts_meta`` (§1.1).
         judgements: ``judgements`` (§1.12): judge kinds/models/temperatures, template hashes, parse failures, seeds.
         usage: LLM ledger (``tables.llm_usage``: per stage + total).
-        timings: ``pipeline, wall_s`` (``normalise_timings``); empty → ``n/a``.
+        timings: ``pipeline, wall_s`` (``normalise_timings``); empty → ``n/a``; ``None`` leaves the section out
+            (the pipelines' wall times are logged by the project hooks at the end of each run, outside the graph).
         sources: the other settings' result files read (``results_across_settings``' ``sources``).
         methods: methods present in the report.
         max_listed_concepts: concepts listed by name.
@@ -290,10 +291,12 @@ def render_run_card(
         "",
     ]
 
-    lines += ["## Wall time per pipeline", ""]
-    if timings is None or timings.empty:
-        lines += ["n/a", ""]
+    if timings is None:
+        pass
+    elif timings.empty:
+        lines += ["## Wall time per pipeline", "", "n/a", ""]
     else:
+        lines += ["## Wall time per pipeline", ""]
         rows = [[str(r.pipeline), f"{fmt_number(r.wall_s, 1)} s"] for r in timings.itertuples(index=False)]
         lines += [markdown_table(["pipeline", "wall time"], rows, [False, True]), ""]
 

@@ -1,8 +1,9 @@
 """Nodes of the ``datagen`` pipeline (protocol §2): pure functions over catalog data.
 
-The LLM client, the target model and the datagen cache arrive as catalog datasets; everything that is
-written goes out through the catalog. Released parquet files named in ``datagen.provided`` are validated
-and passed through instead of generating.
+The LLM client, the target model, the datagen cache, the prompt templates and the LLM price table arrive as
+catalog datasets; everything that is written goes out through the catalog. Released parquet files given by the
+``provided_train_data`` / ``provided_latent_eval_data`` catalog entries (``None`` when not configured) are
+validated on load and passed through instead of generating.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from axbench_kedro.cache import SQLiteCache
+from axbench_kedro.cache import SQLiteCache, content_key
 from axbench_kedro.config.common import RunSettings
 from axbench_kedro.config.datagen import DatagenParams
 from axbench_kedro.datagen.concepts import (
@@ -25,15 +26,16 @@ from axbench_kedro.datagen.concepts import (
 )
 from axbench_kedro.datagen.generate import (
     ConceptGenerator,
-    ConceptJob,
     build_negative_pool,
     build_preference_data,
+    concept_jobs,
     rows_frame,
 )
 from axbench_kedro.datagen.greedy import GreedyAnswers
 from axbench_kedro.datagen.instructions import InstructionPools
 from axbench_kedro.datagen.prompts import DatagenPrompts
-from axbench_kedro.datagen.schemas import check_counts, read_table, validate_table
+from axbench_kedro.datagen.schemas import check_counts, validate_table
+from axbench_kedro.llm.client import apply_prices
 from axbench_kedro.lm.types import TargetModel
 
 __all__ = [
@@ -48,9 +50,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _provided(params: DatagenParams, kind: str) -> pd.DataFrame | None:
-    path = getattr(params.provided, kind)
-    return None if path is None else read_table(path, kind)
+def _provided_record(frame: pd.DataFrame | None) -> dict[str, Any] | None:
+    """What the manifest keeps of a provided table: its size and a content hash (``None`` = generated)."""
+    if frame is None:
+        return None
+    return {
+        "rows": len(frame),
+        "concepts": int(frame.loc[frame["concept_id"] >= 0, "concept_id"].nunique()),
+        "sha256": content_key(pd.util.hash_pandas_object(frame.astype(str), index=False).tolist()),
+    }
 
 
 def _client(generator_llm: Any) -> Any:
@@ -62,13 +70,18 @@ def _client(generator_llm: Any) -> Any:
     raise TypeError(f"generator_llm must be an LLM client, got {type(generator_llm).__name__}")
 
 
-def select_datagen_concepts(concept_list: Any, datagen: DatagenParams, run: RunSettings) -> pd.DataFrame:
+def select_datagen_concepts(
+    concept_list: Any,
+    provided_train_data: pd.DataFrame | None,
+    provided_latent_eval_data: pd.DataFrame | None,
+    datagen: DatagenParams,
+    run: RunSettings,
+) -> pd.DataFrame:
     """The concepts to generate for (``concepts_meta`` columns; empty genre lists = ask the LLM).
 
     With provided data the concepts come from those files (§1.1) and ``max_concepts`` is not applied.
     """
-    train = _provided(datagen, "train_data")
-    latent = _provided(datagen, "latent_eval_data")
+    train, latent = provided_train_data, provided_latent_eval_data
     if train is not None or latent is not None:
         meta = concepts_meta_from_rows(train, latent)
         log.info("datagen: %d concepts taken from the provided data", len(meta))
@@ -95,6 +108,7 @@ def select_datagen_concepts(concept_list: Any, datagen: DatagenParams, run: RunS
 
 def generate_negative_pool(
     seed_instructions: pd.DataFrame,
+    provided_train_data: pd.DataFrame | None,
     target_model: TargetModel,
     datagen_cache: SQLiteCache,
     datagen: DatagenParams,
@@ -104,29 +118,11 @@ def generate_negative_pool(
 
     Empty when ``train_data`` is provided (the provided file already holds its pool).
     """
-    if datagen.provided.train_data is not None:
+    if provided_train_data is not None:
         return rows_frame([], "train_data")
     pools = InstructionPools(seed_instructions)
     answers = GreedyAnswers(target_model, datagen_cache, datagen.pool_tokens, datagen.target_batch_size)
     return build_negative_pool(pools, answers, datagen.pool_per_genre, run.seed, datagen.dataset_category)
-
-
-def _jobs(concepts: pd.DataFrame) -> list[ConceptJob]:
-    seen: Counter[str] = Counter()
-    jobs = []
-    for row in concepts.sort_values("concept_id").itertuples(index=False):
-        jobs.append(
-            ConceptJob(
-                concept_id=int(row.concept_id),
-                concept=str(row.concept),
-                ref=str(row.ref),
-                sae_id=int(row.sae_id),
-                genres=tuple(str(g) for g in row.concept_genres),
-                dup_rank=seen[str(row.concept)],
-            )
-        )
-        seen[str(row.concept)] += 1
-    return jobs
 
 
 def _usage(client: Any, since: Any) -> pd.DataFrame:
@@ -146,8 +142,12 @@ def _usage(client: Any, since: Any) -> pd.DataFrame:
 def generate_concept_data(
     datagen_concepts: pd.DataFrame,
     seed_instructions: pd.DataFrame,
+    provided_train_data: pd.DataFrame | None,
+    provided_latent_eval_data: pd.DataFrame | None,
     target_model: TargetModel,
     generator_llm: Any,
+    llm_prices: dict[str, Any],
+    prompt_templates: dict[str, Any],
     datagen_cache: SQLiteCache,
     datagen: DatagenParams,
     run: RunSettings,
@@ -155,22 +155,28 @@ def generate_concept_data(
     """LLM-written rows per concept (§2.4.2, §2.5).
 
     Returns:
-        ``concepts_meta``, the ``train_data`` positives, ``latent_eval_data``, ``datagen_llm_usage`` and the
-        generation record (prompt style, template hashes, generator, contrast-chain counts).
+        ``concepts_meta``, the ``train_data`` positives, ``latent_eval_data``, ``datagen_llm_usage`` (costed with
+        ``llm_prices``) and the generation record (prompt style, template hashes, generator, contrast-chain
+        counts, provided tables).
     """
-    provided_latent = _provided(datagen, "latent_eval_data")
-    want_train = datagen.provided.train_data is None
+    provided_latent = provided_latent_eval_data
+    want_train = provided_train_data is None
     want_latent = provided_latent is None
-    client = _client(generator_llm) if want_train or want_latent else None
+    client = apply_prices(_client(generator_llm), llm_prices) if want_train or want_latent else None
     since = client.totals() if client is not None else None
     results = []
     info: dict[str, Any] = {
         "prompt_style": datagen.prompt_style,
         "generated": {"train": want_train, "latent": want_latent},
+        "provided": {
+            "train_data": _provided_record(provided_train_data),
+            "latent_eval_data": _provided_record(provided_latent_eval_data),
+        },
     }
     if client is not None:
         prompts = DatagenPrompts(
             datagen.prompt_style,
+            templates=prompt_templates,
             temperature=datagen.temperature,
             top_p=datagen.top_p,
             response_max_tokens=datagen.response_max_tokens,
@@ -187,7 +193,7 @@ def generate_concept_data(
             want_latent=want_latent,
             tokenizer_name=target_model.name,
         )
-        results = generator.run(_jobs(datagen_concepts))
+        results = generator.run(concept_jobs(datagen_concepts))
         chain: Counter[str] = Counter()
         for r in results:
             chain.update(r.stats)
@@ -227,16 +233,19 @@ def generate_concept_data(
 
 
 def assemble_train_data(
-    datagen_negative_pool: pd.DataFrame, datagen_train_positives: pd.DataFrame, datagen: DatagenParams
+    datagen_negative_pool: pd.DataFrame,
+    datagen_train_positives: pd.DataFrame,
+    provided_train_data: pd.DataFrame | None,
+    datagen: DatagenParams,
 ) -> pd.DataFrame:
     """``train_data``: the pool rows then every concept's positives (or the provided file, unchanged)."""
-    provided = _provided(datagen, "train_data")
+    provided = provided_train_data
     if provided is not None:
         check_counts(
             provided,
             "train_data",
             {"positive": datagen.train_positives, "pool": datagen.pool_per_genre},
-            datagen.provided.train_data,
+            "provided_train_data",
         )
         return provided
     frame = pd.concat([datagen_negative_pool, datagen_train_positives], ignore_index=True)
@@ -281,8 +290,7 @@ def summarise_datagen(
             "preference_data": len(preference_data),
         },
         "llm_usage": usage,
-        "provided": datagen.provided.model_dump(),
-        "params": datagen.model_dump(exclude={"provided"}),
+        "params": datagen.model_dump(),
         **datagen_generation_info,
     }
     log.info(

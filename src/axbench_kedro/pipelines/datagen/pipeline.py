@@ -15,13 +15,26 @@ def create_pipeline(**kwargs: object) -> Pipeline:
         [
             node(
                 nodes.select_datagen_concepts,
-                inputs=["concept_list", "params:datagen", "params:run"],
+                inputs=[
+                    "concept_list",
+                    "provided_train_data",
+                    "provided_latent_eval_data",
+                    "params:datagen",
+                    "params:run",
+                ],
                 outputs="datagen_concepts",
                 name="select_datagen_concepts",
             ),
             node(
                 nodes.generate_negative_pool,
-                inputs=["seed_instructions", "target_model", "datagen_cache", "params:datagen", "params:run"],
+                inputs=[
+                    "seed_instructions",
+                    "provided_train_data",
+                    "target_model",
+                    "datagen_cache",
+                    "params:datagen",
+                    "params:run",
+                ],
                 outputs="datagen_negative_pool",
                 name="generate_negative_pool",
             ),
@@ -30,8 +43,12 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 inputs=[
                     "datagen_concepts",
                     "seed_instructions",
+                    "provided_train_data",
+                    "provided_latent_eval_data",
                     "target_model",
                     "generator_llm",
+                    "llm_prices",
+                    "prompt_templates",
                     "datagen_cache",
                     "params:datagen",
                     "params:run",
@@ -47,7 +64,12 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             ),
             node(
                 nodes.assemble_train_data,
-                inputs=["datagen_negative_pool", "datagen_train_positives", "params:datagen"],
+                inputs=[
+                    "datagen_negative_pool",
+                    "datagen_train_positives",
+                    "provided_train_data",
+                    "params:datagen",
+                ],
                 outputs="train_data",
                 name="assemble_train_data",
             ),

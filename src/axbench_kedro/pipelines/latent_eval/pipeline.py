@@ -40,6 +40,8 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "concepts_meta",
                     "method_artifacts",
                     "generator_llm",
+                    "llm_prices",
+                    "prompt_templates",
                     "params:latent_eval",
                 ],
                 outputs=["latent_prompt_scores", "latent_eval_llm_usage"],

@@ -181,7 +181,6 @@ def make_run_card(
     concepts_meta: pd.DataFrame,
     judgements: pd.DataFrame,
     llm_usage: pd.DataFrame,
-    pipeline_timings: Any,
     sources: pd.DataFrame,
     leaderboard: pd.DataFrame,
 ) -> str:
@@ -197,7 +196,6 @@ def make_run_card(
         concepts_meta=concepts_meta,
         judgements=judgements,
         usage=llm_usage,
-        timings=run_card.normalise_timings(pipeline_timings),
         sources=sources,
         methods=leaderboard["method"].unique().tolist() if not leaderboard.empty else [],
         max_listed_concepts=params.max_listed_concepts,

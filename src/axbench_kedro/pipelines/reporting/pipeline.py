@@ -122,7 +122,6 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "concepts_meta",
                     "judgements",
                     "llm_usage",
-                    "pipeline_timings",
                     "report_sources",
                     "leaderboard",
                 ],

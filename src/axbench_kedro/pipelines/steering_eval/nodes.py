@@ -1,7 +1,8 @@
 """Nodes of the ``steering_eval`` pipeline (protocol §5): prompts → steered generations → judgements → scores.
 
 Every node is a function of its inputs; the method registry and the judge registry decide what happens per method
-and per judge kind (no branching on names here).
+and per judge kind (no branching on names here). The logic lives in :mod:`axbench_kedro.steering` (prompts, plans,
+the generation schedule, the summary) and :mod:`axbench_kedro.metrics.steering`.
 """
 
 from __future__ import annotations
@@ -10,30 +11,21 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from axbench_kedro.cache import SQLiteCache
 from axbench_kedro.config.common import RunSettings
 from axbench_kedro.config.steering_eval import SteeringEvalParams
-from axbench_kedro.errors import AxbenchDataError
 from axbench_kedro.judges.base import JudgeResources, build_judge
+from axbench_kedro.llm.ledger import USAGE_COLUMNS
 from axbench_kedro.lm.types import TargetModel
-from axbench_kedro.metrics.bootstrap import bootstrap_ci
-from axbench_kedro.metrics.steering import (
-    generation_scores,
-    overall_scores,
-    select_factors,
-    steering_scores,
-    win_rates,
-)
-from axbench_kedro.pipelines.steering_eval.generation import GenerationStats, generate_plans, steering_plans
+from axbench_kedro.metrics.steering import generation_scores, select_factors, steering_scores
+from axbench_kedro.steering.plans import steering_plans
+from axbench_kedro.steering.prompts import check_concepts, steering_prompt_frame
+from axbench_kedro.steering.schedule import GenerationStats, generate_plans
+from axbench_kedro.steering.summary import steering_summary_frame
 
 __all__ = [
-    "PROMPT_COLUMNS",
-    "SUMMARY_COLUMNS",
-    "USAGE_COLUMNS",
-    "sample_instructions",
     "write_prompt_steering_texts",
     "build_steering_prompts",
     "generate_steering",
@@ -46,81 +38,32 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PROMPT_COLUMNS = [
-    "dataset_name",
-    "concept_id",
-    "input_concept",
-    "input_id",
-    "factor",
-    "original_prompt",
-    "input",
-    "steered_input",
-    "steered_prompt",
-    "suppress_original",
-    "suppress_rewrite",
-    "defense",
-    "sae_link",
-    "sae_id",
-]
-SUMMARY_COLUMNS = [
-    "method",
-    "setting",
-    "judge_kind",
-    "judge_model",
-    "overall",
-    "concept",
-    "instruction",
-    "fluency",
-    "perplexity",
-    "winrate_vs_prompt",
-    "n_concepts",
-    "parse_failures",
-    "ci_low",
-    "ci_high",
-    "dataset_name",
-]
-USAGE_COLUMNS = ["stage", "model", "calls", "cache_hits", "input_tokens", "output_tokens", "cost_usd"]
-
 
 # ---- prompts -----------------------------------------------------------------------------------------------------
-def sample_instructions(instructions: pd.DataFrame, concept_id: int, n: int) -> list[str]:
-    """The concept's steering instructions: ``instructions.sample(n, random_state=concept_id)`` (protocol §5.1).
-
-    The file order of ``instructions`` matters (pandas sampling depends on it); ``input_id`` = position in the
-    returned list.
-    """
-    if "instruction" not in instructions.columns:
-        raise AxbenchDataError(
-            f"steering_instructions: missing column 'instruction' (columns: {list(instructions.columns)})"
-        )
-    if len(instructions) < n:
-        raise AxbenchDataError(f"steering_instructions: {len(instructions)} rows, {n} needed per concept")
-    return instructions.sample(n=n, random_state=int(concept_id))["instruction"].astype(str).tolist()
-
-
-def _check_concepts(concepts_meta: pd.DataFrame) -> pd.DataFrame:
-    missing = [c for c in ("concept_id", "concept") if c not in concepts_meta.columns]
-    if missing:
-        raise AxbenchDataError(f"concepts_meta: missing column(s) {missing}")
-    return concepts_meta.sort_values("concept_id", kind="stable").reset_index(drop=True)
-
-
 def write_prompt_steering_texts(
-    concepts_meta: pd.DataFrame, generator_llm: Any, params: SteeringEvalParams
+    concepts_meta: pd.DataFrame,
+    generator_llm: Any,
+    llm_prices: Mapping[str, Any],
+    prompt_templates: Mapping[str, Any],
+    params: SteeringEvalParams,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The Prompt baseline's steering instruction per concept (template P1, one cached LLM call per concept).
 
-    An empty reply is replaced by the configured fallback (``is_fallback`` = True) [D 18].
+    An empty reply is replaced by the configured fallback (``is_fallback`` = True) [D 18]. The template named by
+    ``steering_eval.prompt_steering.template`` comes from ``prompt_templates``; the usage is costed with
+    ``llm_prices``.
 
     Returns:
         ``prompt_steering_texts`` (``concept_id, text, is_fallback, template_sha256, model``) and its usage row.
     """
-    from axbench_kedro.llm.templates import load_template
+    from axbench_kedro.llm.client import apply_prices
+    from axbench_kedro.llm.templates import pick_template
     from axbench_kedro.llm.types import LLMRequest
 
-    concepts = _check_concepts(concepts_meta)
+    concepts = check_concepts(concepts_meta)
     cfg = params.prompt_steering
-    template = load_template(cfg.template)
+    template = pick_template(prompt_templates, cfg.template, "steering_eval.prompt_steering.template")
+    generator_llm = apply_prices(generator_llm, llm_prices)
     since = generator_llm.totals()
     requests = [
         LLMRequest.user(template.render(concept=c), temperature=cfg.temperature, max_tokens=cfg.max_tokens)
@@ -162,40 +105,15 @@ def build_steering_prompts(
     ``input`` = F-prompt(instruction); ``steered_input`` = F-prompt(steering text + blank line + ``Question: `` +
     instruction) (§3.9, Jun form).
     """
-    from axbench_kedro.lm.chat import format_prompt
-
-    concepts = _check_concepts(concepts_meta)
-    steer = dict(
-        zip(prompt_steering_texts["concept_id"].astype(int), prompt_steering_texts["text"], strict=True)
+    return steering_prompt_frame(
+        concepts_meta,
+        steering_instructions,
+        prompt_steering_texts,
+        target_model.tokenizer,
+        dataset_name=params.dataset_name,
+        n_instructions=params.instructions.total,
+        factors=params.factors,
     )
-    tok = target_model.tokenizer
-    n = params.instructions.total
-    rows = []
-    for rec in concepts.to_dict("records"):
-        cid = int(rec["concept_id"])
-        if cid not in steer:
-            raise AxbenchDataError(f"prompt_steering_texts: no steering text for concept_id {cid}")
-        sae_id = rec.get("sae_id", -1)
-        sae_id = -1 if sae_id is None or pd.isna(sae_id) else int(sae_id)
-        for input_id, instruction in enumerate(sample_instructions(steering_instructions, cid, n)):
-            base = {
-                "dataset_name": params.dataset_name,
-                "concept_id": cid,
-                "input_concept": str(rec["concept"]),
-                "input_id": input_id,
-                "original_prompt": instruction,
-                "input": format_prompt(tok, instruction),
-                "steered_input": format_prompt(tok, f"{steer[cid]}\n\nQuestion: {instruction}"),
-                "steered_prompt": "",
-                "suppress_original": "",
-                "suppress_rewrite": "",
-                "sae_link": str(rec.get("ref", "null") or "null"),
-                "sae_id": sae_id,
-            }
-            for factor in params.factors:
-                rows.append({**base, "factor": float(factor), "defense": []})
-    out = pd.DataFrame(rows, columns=PROMPT_COLUMNS)
-    return out.astype({"concept_id": "int64", "input_id": "int64", "factor": "float64", "sae_id": "int64"})
 
 
 # ---- generation --------------------------------------------------------------------------------------------------
@@ -253,15 +171,24 @@ def judge_steering(
     steering_generations: pd.DataFrame,
     steering_prompts: pd.DataFrame,
     judge_llm: Any,
+    llm_prices: Mapping[str, Any],
+    prompt_templates: Mapping[str, Any],
     target_model: TargetModel,
     params: SteeringEvalParams,
     run: RunSettings,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``judgements`` (protocol §1.12) from the configured judge, and the judge's LLM usage.
 
-    ``judge_llm`` may be a client or a lazy handle: it is only built when the judge kind needs it.
+    ``judge_llm`` may be a client or a lazy handle: it is only built when the judge kind needs it. The LLM judge
+    takes its rubrics from ``prompt_templates`` and costs its usage with ``llm_prices``.
     """
-    resources = JudgeResources(llm_client=judge_llm, target_model=target_model, seed=run.seed)
+    resources = JudgeResources(
+        llm_client=judge_llm,
+        target_model=target_model,
+        seed=run.seed,
+        prompt_templates=prompt_templates,
+        llm_prices=llm_prices,
+    )
     judge = build_judge(params.judge, resources)
     judgements = judge.judge(steering_generations, steering_prompts)
     failures = judgements[~judgements["parse_ok"] & ~judgements["replica"]]
@@ -299,44 +226,7 @@ def summarize_steering(
     run: RunSettings,
 ) -> pd.DataFrame:
     """``steering_summary``: one row per method with the Overall Score, its parts and the judge record."""
-    overall = overall_scores(steering_selection)
-    overall = overall[overall["dataset_name"] == params.dataset_name]
-    wins = win_rates(steering_selection, baseline=params.winrate_baseline)
-    wins = wins.set_index(["method", "dataset_name"])["win_rate"]
-    judge_kind = str(judgements["judge_kind"].iloc[0]) if len(judgements) else params.judge.kind
-    judge_model = str(judgements["judge_model"].iloc[0]) if len(judgements) else ""
-    fresh = judgements[~judgements["replica"]] if "replica" in judgements.columns else judgements
-    failures = (~fresh["parse_ok"]).groupby(fresh["method"]).sum()
-    rows = []
-    for rec in overall.to_dict("records"):
-        scores = steering_selection.loc[
-            (steering_selection["method"] == rec["method"])
-            & (steering_selection["dataset_name"] == rec["dataset_name"]),
-            "test_hm",
-        ]
-        low, high = bootstrap_ci(
-            scores.to_numpy(), n_resamples=params.n_resamples, confidence=params.confidence, seed=run.seed
-        )
-        rows.append(
-            {
-                "method": rec["method"],
-                "setting": run.setting,
-                "judge_kind": judge_kind,
-                "judge_model": judge_model,
-                "overall": rec["overall"],
-                "concept": rec["concept"],
-                "instruction": rec["instruction"],
-                "fluency": rec["fluency"],
-                "perplexity": rec["perplexity"],
-                "winrate_vs_prompt": float(wins.get((rec["method"], rec["dataset_name"]), np.nan)),
-                "n_concepts": int(rec["n_concepts"]),
-                "parse_failures": int(failures.get(rec["method"], 0)),
-                "ci_low": low,
-                "ci_high": high,
-                "dataset_name": rec["dataset_name"],
-            }
-        )
-    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    out = steering_summary_frame(steering_selection, judgements, params, run)
     for rec in out.to_dict("records"):
         log.info(
             "steering %s (%s judge): Overall %.3f, CI %.3f-%.3f (concept %.2f, instruction %.2f, fluency %.2f) "
@@ -351,7 +241,7 @@ def summarize_steering(
             rec["fluency"],
             rec["n_concepts"],
         )
-    return out.astype({"n_concepts": "int64", "parse_failures": "int64"})
+    return out
 
 
 def collect_llm_usage(prompt_usage: pd.DataFrame, judge_usage: pd.DataFrame) -> pd.DataFrame:

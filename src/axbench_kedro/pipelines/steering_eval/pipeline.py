@@ -16,7 +16,13 @@ def create_pipeline(**kwargs: object) -> Pipeline:
         [
             node(
                 nodes.write_prompt_steering_texts,
-                inputs=["concepts_meta", "generator_llm", "params:steering_eval"],
+                inputs=[
+                    "concepts_meta",
+                    "generator_llm",
+                    "llm_prices",
+                    "prompt_templates",
+                    "params:steering_eval",
+                ],
                 outputs=["prompt_steering_texts", "steering_prompt_llm_usage"],
                 name="write_prompt_steering_texts",
             ),
@@ -52,6 +58,8 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "steering_generations",
                     "steering_prompts",
                     "judge_llm",
+                    "llm_prices",
+                    "prompt_templates",
                     "target_model",
                     "params:steering_eval",
                     "params:run",
