@@ -6,10 +6,20 @@ shared read-only: never train or modify their weights in place, build your own w
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# With the mlflow extra installed, every Kedro session of a test opens an MLflow run: keep them out of the checkout.
+if "MLFLOW_TRACKING_URI" not in os.environ:
+    _mlruns = tempfile.mkdtemp(prefix="axbench_test_mlruns_")
+    atexit.register(shutil.rmtree, _mlruns, ignore_errors=True)
+    os.environ["MLFLOW_TRACKING_URI"] = Path(_mlruns).as_uri()
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # makes `fixtures.*` importable from every test
 

@@ -85,6 +85,7 @@ def test_viz_groups_pipelines_in_flow_order_with_layers(build: Path) -> None:
             if j < i:
                 assert not produced[upstream] & consumed[downstream], f"{upstream} feeds {downstream}"
 
+    assert set(DEFAULT_ORDER) <= {tag["id"] for tag in graph["tags"]}  # one tag per pipeline for the filter
     assert graph["layers"] == [layer for layer in LAYERS if layer in graph["layers"]]
     assert {"raw", "intermediate", "models", "model_output", "reporting"} <= set(graph["layers"])
     data = [n for n in graph["nodes"] if n["type"] == "data"]

@@ -15,7 +15,8 @@ def register_pipelines() -> dict[str, Pipeline]:
     """Register every pipeline folder under ``pipelines/`` plus ``__default__``.
 
     Each pipeline is wrapped in a Kedro namespace named after it, so kedro-viz draws datagen → training →
-    latent_eval → steering_eval → reporting as collapsible groups and ``kedro run --namespaces training`` works.
+    latent_eval → steering_eval → reporting as collapsible groups and ``kedro run --namespaces training`` works;
+    its nodes also carry a tag of the same name (kedro-viz's tag filter, ``kedro run --tags``).
     Dataset and parameter names are not prefixed (``prefix_datasets_with_namespace=False``): the catalog,
     ``--load-versions`` and ``kedro run --pipeline X`` keep the names they had.
 
@@ -24,7 +25,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     """
     found = find_pipelines(raise_errors=True)
     pipelines = {
-        name: Pipeline(pipe, namespace=name, prefix_datasets_with_namespace=False)
+        name: Pipeline(pipe, namespace=name, tags=name, prefix_datasets_with_namespace=False)
         for name, pipe in found.items()
     }
     pipelines["__default__"] = sum(

@@ -129,5 +129,4 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 name="make_run_card",
             ),
         ],
-        tags="reporting",
     )
