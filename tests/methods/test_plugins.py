@@ -23,7 +23,7 @@ from axbench_kedro.methods.registry import _METHODS
 
 from .plugin_install import TOY_DIST
 
-BUILTINS = ["DiffMean", "PCA", "LAT", "Probe", "ReFT-r1", "SSV", "SAE", "SAE-A", "BoW", "Prompt"]
+BUILTINS = ["DiffMean", "PCA", "LAT", "Probe", "ReFT-r1", "SSV", "SAE", "SAE-A", "BoW", "Prompt", "Random"]
 METHODS_DIR = Path(methods_pkg.__file__).parent
 
 

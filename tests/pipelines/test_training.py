@@ -22,9 +22,10 @@ def test_training_writes_every_method_with_concept_rows(tm, tmp_path) -> None:
     SequentialRunner().run(create_pipeline(), catalog)
     arts = catalog.load("method_artifacts")
     summary = catalog.load("training_summary")
-    builtins = ["DiffMean", "PCA", "LAT", "Probe", "ReFT-r1", "SSV", "SAE", "SAE-A", "BoW", "Prompt"]
+    methods = ["DiffMean", "PCA", "LAT", "Probe", "ReFT-r1", "SSV", "SAE", "SAE-A", "BoW", "Prompt"]
+    builtins = [*methods, "Random"]  # the Random control (role "control") comes after the paper's methods
     assert list(arts) == builtins == TrainingParams().method_names()  # `methods: null` = every registered one
-    for name in ("DiffMean", "PCA", "LAT", "Probe", "ReFT-r1", "SSV"):
+    for name in ("DiffMean", "PCA", "LAT", "Probe", "ReFT-r1", "SSV", "Random"):
         art = arts[name]
         assert art.ok and art.tensors["weight"].shape == (3, 64) and art.tensors["bias"].shape == (3,)
         assert art.concept_ids == [0, 1, 2]

@@ -138,3 +138,10 @@ def test_provenance_fields() -> None:
     assert set(prov) >= {"python", "platform", "packages", "git_commit", "git_dirty", "generated_at"}
     assert prov["packages"]["kedro"].startswith("1.")
     assert prov["git_commit"]  # a hash or an explicit n/a
+
+
+def test_controls_are_labelled_in_the_method_list() -> None:
+    card = _card(methods=["Random", "DiffMean", "Random"])
+    assert "| methods | DiffMean, Random (control) |" in card
+    assert "not methods of the AxBench paper" in card
+    assert "(control)" not in _card()  # no control, no note

@@ -51,7 +51,8 @@ def _metrics() -> pd.DataFrame:
 
 def test_detection_table_means_avg_and_order() -> None:
     table = detection_table(_metrics())
-    assert list(table.columns) == ["method", "setting", "n_concepts", *DETECTION_METRICS]
+    assert list(table.columns) == ["method", "role", "setting", "n_concepts", *DETECTION_METRICS]
+    assert set(table["role"]) == {"method"}
     assert table["method"].drop_duplicates().tolist() == ["DiffMean", "SAE"]  # by Avg ROC AUC
     cell = table.set_index(["method", "setting"])
     assert cell.loc[("DiffMean", "s1"), "roc_auc"] == pytest.approx(0.85)

@@ -7,9 +7,9 @@ built-in method is one new module that decorates its :class:`Method` subclass wi
 Example:
     >>> from axbench_kedro.methods import default_methods, get_method, list_methods
     >>> list_methods()
-    ['BoW', 'DiffMean', 'LAT', 'PCA', 'Probe', 'Prompt', 'ReFT-r1', 'SAE', 'SAE-A', 'SSV']
+    ['BoW', 'DiffMean', 'LAT', 'PCA', 'Probe', 'Prompt', 'Random', 'ReFT-r1', 'SAE', 'SAE-A', 'SSV']
     >>> default_methods()
-    ['DiffMean', 'PCA', 'LAT', 'Probe', 'ReFT-r1', 'SSV', 'SAE', 'SAE-A', 'BoW', 'Prompt']
+    ['DiffMean', 'PCA', 'LAT', 'Probe', 'ReFT-r1', 'SSV', 'SAE', 'SAE-A', 'BoW', 'Prompt', 'Random']
 """
 
 from axbench_kedro.methods.base import DetectionEncoder, Method, MethodArtifact

@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DetectionKind",
     "MagnitudeSource",
+    "MethodRole",
     "Requirement",
     "NoParams",
     "ConceptData",
@@ -54,6 +55,9 @@ __all__ = [
 
 DetectionKind = Literal["activation", "text", "llm", "none"]
 MagnitudeSource = Literal["latent_eval", "unit", "sae_table"]
+# What a method's row is for readers of the reports: a method of the benchmark, or a control (a reference row such as
+# a random direction, which shows the chance level; reports label it "<name> (control)").
+MethodRole = Literal["method", "control"]
 # What a method needs from the trainer for one concept:
 #   "activations"  — layer-L activations of the concept's F-binary rows (shared by every no-gradient method)
 #   "lm_objective" — cached layer-L states of F-prompt + output rows, to train through the LM loss
@@ -125,6 +129,7 @@ class ConceptInputs:
         data: the concept's rows.
         seed: the per-concept, per-method seed (derived from the run seed).
         device: torch device of the target model.
+        d_model: hidden size d of the target model (always filled in by the trainer).
         activations: shared layer-L activations of the F-binary rows ("activations").
         lm_rows: cached layer-L states for LM-objective training ("lm_objective").
         lm_tail: callable runtime of the blocks after L and the LM head ("lm_objective").
@@ -135,6 +140,7 @@ class ConceptInputs:
     data: ConceptData
     seed: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    d_model: int | None = None
     binary_texts: tuple[str, ...] | None = None
     activations: ConceptActivations | None = None
     lm_rows: LMObjectiveRows | None = None
@@ -253,6 +259,9 @@ class Method(ABC):
         trains_on_negatives: ``False`` when only the positives are used (the trainer then skips the negatives'
             LM-objective rows when no other method needs them).
         version: bumped when the method's maths changes (part of the training cache key).
+        role: ``method`` (a method of the benchmark, the default) or ``control`` (a reference row, e.g. a random
+            direction giving the chance level); report tables carry it in a ``role`` column and Markdown labels
+            controls ``<name> (control)`` (see :func:`axbench_kedro.methods.registry.method_role`).
         order: position in the default method list (``training.methods: null``): lower first; ``None`` (the
             default, e.g. plugins) places the method after every ordered one, alphabetically. Only the class's own
             value counts (a subclass of a built-in does not take its place).
@@ -269,6 +278,7 @@ class Method(ABC):
     magnitude_source: ClassVar[MagnitudeSource] = "latent_eval"
     trains_on_negatives: ClassVar[bool] = True
     version: ClassVar[str] = "1"
+    role: ClassVar[MethodRole] = "method"
     order: ClassVar[float | None] = None
 
     # ---- training ------------------------------------------------------------------------------------------

@@ -15,13 +15,15 @@ Example:
     ['DiffMean', 'PCA', 'LAT']
     >>> [m.name for m in steering_methods(["DiffMean", "BoW", "Prompt"])]
     ['DiffMean', 'Prompt']
+    >>> method_role("DiffMean"), method_role("Random")
+    ('method', 'control')
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from axbench_kedro.methods.base import Method
+from axbench_kedro.methods.base import Method, MethodRole
 from axbench_kedro.registry import Registry
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "get_method",
     "list_methods",
     "default_methods",
+    "method_role",
     "plugin_source",
     "refresh_methods",
     "steering_methods",
@@ -70,8 +73,8 @@ def default_methods() -> list[str]:
     """Every registered method in its default order (``training.methods: null``).
 
     Methods whose class sets its own :attr:`~axbench_kedro.methods.base.Method.order` (not inherited) come first,
-    by order (the built-ins: DiffMean, PCA, LAT, Probe, ReFT-r1, SSV, SAE, SAE-A, BoW, Prompt); the others
-    (plugins) follow alphabetically.
+    by order (the built-ins: DiffMean, PCA, LAT, Probe, ReFT-r1, SSV, SAE, SAE-A, BoW, Prompt, then the Random
+    control); the others (plugins) follow alphabetically.
     """
     classes = _METHODS.classes()
 
@@ -80,6 +83,16 @@ def default_methods() -> list[str]:
         return (order is None, float(order) if order is not None else 0.0, name)
 
     return sorted(classes, key=rank)
+
+
+def method_role(name: str) -> MethodRole:
+    """The :attr:`~axbench_kedro.methods.base.Method.role` of ``name``: ``"control"`` or ``"method"``.
+
+    A name that is not registered here (e.g. a plugin method of another setting's results, not installed now) counts
+    as a ``"method"``; reports never fail on it.
+    """
+    cls = _METHODS.classes().get(str(name))
+    return cls.role if cls is not None else "method"
 
 
 def plugin_source(name: str) -> str | None:

@@ -276,7 +276,7 @@ def _train_group(
     inputs: dict[int, dict[str, Any]] = {}
     for i in group:
         c = concepts[i]
-        base: dict[str, Any] = dict(data=c, device=res.tm.device)
+        base: dict[str, Any] = dict(data=c, device=res.tm.device, d_model=res.tm.d_model)
         if "activations" in needs:
             base["activations"] = res.activations(c)
         if "lm_objective" in needs:

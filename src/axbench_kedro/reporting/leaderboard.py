@@ -2,6 +2,8 @@
 
 Long form (§1.16): one row per (method, setting) plus one ``setting = "Avg"`` row per method holding the mean of the
 method's Overall Scores over the settings that have it. Wide form: rows = methods sorted by Avg, columns = settings.
+Both carry the method's ``role`` (``method`` | ``control``, from the registry); the Markdown labels controls
+``<name> (control)``.
 
 Example:
     >>> scores = concept_scores(selection_with_setting)  # doctest: +SKIP
@@ -18,6 +20,7 @@ import pandas as pd
 from axbench_kedro.errors import AxbenchDataError
 from axbench_kedro.metrics.bootstrap import bootstrap_ci, bootstrap_means
 from axbench_kedro.reporting.markdown import MISSING, fmt_number, markdown_table
+from axbench_kedro.reporting.roles import ROLE_COLUMN, control_note, method_label, role_of
 
 __all__ = [
     "AVG",
@@ -36,6 +39,7 @@ UNKNOWN_JUDGE = "unknown"
 MIXED_JUDGE = "mixed"
 LONG_COLUMNS = [
     "method",
+    "role",
     "setting",
     "overall",
     "ci_low",
@@ -121,8 +125,8 @@ def build_leaderboard(
         comparable_kinds: judge kinds whose numbers are comparable with AxBench's.
 
     Returns:
-        The long leaderboard (``LONG_COLUMNS``), methods sorted by Avg (descending, then name), each method's
-        settings in name order followed by its Avg row.
+        The long leaderboard (``LONG_COLUMNS``; ``role`` = the method's registered role), methods sorted by Avg
+        (descending, then name), each method's settings in name order followed by its Avg row.
     """
     comparable_set = set(comparable_kinds)
     labels = (
@@ -134,6 +138,7 @@ def build_leaderboard(
     tail = (1.0 - confidence) / 2.0 * 100.0
     rows: list[dict[str, object]] = []
     for method, group in scores.groupby("method", sort=True):
+        role = role_of(str(method))
         per_setting: list[dict[str, object]] = []
         resampled: list[np.ndarray] = []
         for k, (setting, cell) in enumerate(group.groupby("setting", sort=True)):
@@ -145,6 +150,7 @@ def build_leaderboard(
             per_setting.append(
                 {
                     "method": method,
+                    "role": role,
                     "setting": setting,
                     "overall": float(values.mean()),
                     "ci_low": low,
@@ -161,6 +167,7 @@ def build_leaderboard(
         per_setting.append(
             {
                 "method": method,
+                "role": role,
                 "setting": AVG,
                 "overall": float(np.mean([r["overall"] for r in per_setting])),
                 "ci_low": float(avg_low),
@@ -189,6 +196,13 @@ def _settings_of(long: pd.DataFrame) -> list[str]:
     return sorted(s for s in long["setting"].unique() if s != AVG)
 
 
+def _role(cells: pd.DataFrame, method: str) -> str:
+    """The method's role from its leaderboard rows (a leaderboard written before roles existed: the registry)."""
+    if ROLE_COLUMN in cells.columns and pd.notna(cells[ROLE_COLUMN].iloc[0]):
+        return str(cells[ROLE_COLUMN].iloc[0])
+    return role_of(method)
+
+
 def leaderboard_wide(long: pd.DataFrame) -> pd.DataFrame:
     """Rows = methods (Avg order), columns = each setting's Overall, CI and n, then Avg and its CI.
 
@@ -196,10 +210,11 @@ def leaderboard_wide(long: pd.DataFrame) -> pd.DataFrame:
         long: output of ``build_leaderboard``.
 
     Returns:
-        ``method, judge_kind, comparable, <s>, <s>_ci_low, <s>_ci_high, <s>_n, ..., Avg, Avg_ci_low, Avg_ci_high``.
+        ``method, role, judge_kind, comparable, <s>, <s>_ci_low, <s>_ci_high, <s>_n, ..., Avg, Avg_ci_low,
+        Avg_ci_high``.
     """
     settings = _settings_of(long)
-    columns = ["method", "judge_kind", "comparable"]
+    columns = ["method", ROLE_COLUMN, "judge_kind", "comparable"]
     for setting in [*settings, AVG]:
         columns += [setting, f"{setting}_ci_low", f"{setting}_ci_high"] + (
             [f"{setting}_n"] if setting != AVG else []
@@ -209,6 +224,7 @@ def leaderboard_wide(long: pd.DataFrame) -> pd.DataFrame:
         cells = long[long["method"] == method].set_index("setting")
         row: dict[str, object] = {
             "method": method,
+            ROLE_COLUMN: _role(cells, str(method)),
             "judge_kind": cells.loc[AVG, "judge_kind"],
             "comparable": bool(cells.loc[AVG, "comparable"]),
         }
@@ -227,7 +243,8 @@ def leaderboard_wide(long: pd.DataFrame) -> pd.DataFrame:
 
 
 def leaderboard_markdown(long: pd.DataFrame, *, confidence: float = 0.95, n_resamples: int = 1000) -> str:
-    """The AxBench-style leaderboard as Markdown: ``overall [ci_low, ci_high]`` per cell, non-comparable cells marked.
+    """The AxBench-style leaderboard as Markdown: ``overall [ci_low, ci_high]`` per cell, non-comparable cells marked,
+    controls labelled ``<name> (control)``.
 
     Args:
         long: output of ``build_leaderboard``.
@@ -252,9 +269,12 @@ def leaderboard_markdown(long: pd.DataFrame, *, confidence: float = 0.95, n_resa
     max_n = {s: int(long.loc[long["setting"] == s, "n_concepts"].max()) for s in settings}
     rows: list[list[str]] = []
     flagged = False
-    for method in long["method"].drop_duplicates():
+    methods = list(long["method"].drop_duplicates())
+    roles: list[str] = []
+    for method in methods:
         cells = long[long["method"] == method].set_index("setting")
-        row = [str(method), str(cells.loc[AVG, "judge_kind"])]
+        roles.append(_role(cells, str(method)))
+        row = [method_label(str(method), roles[-1]), str(cells.loc[AVG, "judge_kind"])]
         for setting in [*settings, AVG]:
             if setting not in cells.index:
                 row.append(MISSING)
@@ -282,4 +302,5 @@ def leaderboard_markdown(long: pd.DataFrame, *, confidence: float = 0.95, n_resa
             "† Judged by a non-comparable judge (e.g. the offline `proxy` judge) or a mix of judges: not comparable "
             "with AxBench's published numbers.",
         ]
+    lines += control_note(methods, roles)
     return "\n".join([*lines, ""])

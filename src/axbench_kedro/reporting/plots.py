@@ -2,7 +2,8 @@
 
 Every function takes protocol frames and returns a Figure; the catalog's ``matplotlib.MatplotlibDataset`` writes it
 as PNG. Empty inputs give a figure that says so, never an error, so a partial run still reports.
-Factor-free methods are recognised from the data (no factor grid), never by name.
+Factor-free methods are recognised from the data (no factor grid), never by name; controls are labelled
+``<name> (control)`` from their registered role.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 from axbench_kedro.metrics.bootstrap import bootstrap_ci
 from axbench_kedro.metrics.detection import NEGATIVE, POSITIVE, mean_roc_curve, minmax_normalise
 from axbench_kedro.reporting.leaderboard import AVG, require_columns
+from axbench_kedro.reporting.roles import method_label
 
 __all__ = [
     "auroc_vs_score_figure",
@@ -124,7 +126,7 @@ def mean_roc_figure(curves: pd.DataFrame, setting: str = "") -> Figure:
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     for method, curve in curves.groupby("method", sort=True):
         auc = float(np.trapezoid(curve["tpr"], curve["fpr"]))
-        label = f"{method} (area {auc:.3f}, n={int(curve['n_concepts'].iloc[0])})"
+        label = f"{method_label(method)} (area {auc:.3f}, n={int(curve['n_concepts'].iloc[0])})"
         ax.plot(curve["fpr"], curve["tpr"], color=colors[method], label=label, linewidth=1.6)
     ax.set(
         xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01), title=title
@@ -236,7 +238,7 @@ def score_vs_factor_figure(curves: pd.DataFrame, setting: str = "") -> Figure:
         ax.xaxis.set_major_locator(FixedLocator(grid_ticks))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set(xlim=span, ylim=(0, 2), title=method, xlabel="factor", ylabel="Score (0–2)")
+        ax.set(xlim=span, ylim=(0, 2), title=method_label(method), xlabel="factor", ylabel="Score (0–2)")
         ax.legend(fontsize="x-small", loc="upper right")
     fig.suptitle(title)
     return fig
@@ -264,7 +266,7 @@ def components_figure(selection: pd.DataFrame, dataset_name: str | None = None, 
             patch.set_facecolor(colors[method])
             patch.set_alpha(0.6)
         ax.set(ylabel=label, ylim=(-0.05, 2.05))
-    axes[-1].set_xticks(range(1, len(order) + 1), order, rotation=30, ha="right")
+    axes[-1].set_xticks(range(1, len(order) + 1), [method_label(m) for m in order], rotation=30, ha="right")
     fig.suptitle(title)
     return fig
 
@@ -297,7 +299,7 @@ def selected_factor_figure(
             counts[method],
             width,
             color=colors[method],
-            label=method,
+            label=method_label(method),
         )
     ax.set_yscale("log")
     ax.set_xticks(x, [f"{f:g}" for f in counts.index])
@@ -340,7 +342,7 @@ def auroc_vs_score_figure(leaderboard: pd.DataFrame, detection: pd.DataFrame) ->
             row.roc_auc, row.overall, color=colors[row.method], marker=markers.get(row.setting, "o"), s=45
         )
         ax.annotate(
-            row.method,
+            method_label(row.method),
             (row.roc_auc, row.overall),
             fontsize="x-small",
             xytext=(3, 3),
@@ -349,8 +351,8 @@ def auroc_vs_score_figure(leaderboard: pd.DataFrame, detection: pd.DataFrame) ->
     for row in merged[merged["roc_auc"].isna()].itertuples(index=False):
         ax.axhline(row.overall, color=colors[row.method], linestyle="--", linewidth=1)
         ax.annotate(
-            f"{row.method} ({row.setting})", (0.0, row.overall), xycoords=("axes fraction", "data"),
-            fontsize="x-small", xytext=(3, 2), textcoords="offset points",
+            f"{method_label(row.method)} ({row.setting})", (0.0, row.overall),
+            xycoords=("axes fraction", "data"), fontsize="x-small", xytext=(3, 2), textcoords="offset points",
         )  # fmt: skip
     for setting, marker in markers.items():
         ax.scatter([], [], color="grey", marker=marker, label=setting)

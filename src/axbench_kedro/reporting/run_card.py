@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 
 from axbench_kedro.reporting.markdown import MISSING, fmt_number, frame_to_markdown, markdown_table
+from axbench_kedro.reporting.roles import control_note, method_label
 from axbench_kedro.reporting.tables import fresh_judgements
 
 __all__ = [
@@ -243,7 +244,7 @@ def render_run_card(
         timings: ``pipeline, wall_s`` (``normalise_timings``); empty → ``n/a``; ``None`` leaves the section out
             (the pipelines' wall times are logged by the project hooks at the end of each run, outside the graph).
         sources: the other settings' result files read (``results_across_settings``' ``sources``).
-        methods: methods present in the report.
+        methods: methods present in the report (controls listed as ``<name> (control)``).
         max_listed_concepts: concepts listed by name.
 
     Returns:
@@ -251,6 +252,7 @@ def render_run_card(
     """
     lines = [f"# Run card: {setting}", "", f"Generated {provenance.get('generated_at', 'n/a')}.", ""]
     gguf = model.get("gguf_file")
+    shown = sorted(set(methods))
     run_rows = [
         ["setting (Kedro env)", setting],
         ["KEDRO_ENV variable", str(provenance.get("kedro_env", "n/a"))],
@@ -262,11 +264,11 @@ def render_run_card(
         ],
         ["generator", f"{generator.get('backend', 'n/a')} / {generator.get('model', 'n/a')}"],
         ["generator base URL", safe_url(generator.get("base_url"))],
-        ["methods", _listing(sorted(set(methods)))],
+        ["methods", _listing([method_label(m) for m in shown])],
     ]
     if gguf is None:
         run_rows = [r for r in run_rows if r[0] != "model gguf_file"]
-    lines += ["## Run", "", markdown_table(["field", "value"], run_rows), ""]
+    lines += ["## Run", "", markdown_table(["field", "value"], run_rows), *control_note(shown), ""]
     lines += _judge_section(judge, judgements)
 
     lines += ["## Concepts", ""]

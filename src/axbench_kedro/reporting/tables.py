@@ -2,6 +2,8 @@
 
 Each builder takes long frames carrying a ``setting`` column and returns a tidy frame; ``*_markdown`` functions render
 them. Means are over concepts (NaNs skipped); ``setting = "Avg"`` rows average the settings that have the method.
+Per-method tables carry a ``role`` column (``method`` | ``control``, from the registry) after ``method``; the Markdown
+shows controls as ``<name> (control)`` instead.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from axbench_kedro.metrics.steering import overall_scores
 from axbench_kedro.metrics.steering import win_rates as steering_win_rates
 from axbench_kedro.reporting.leaderboard import AVG, require_columns
 from axbench_kedro.reporting.markdown import frame_to_markdown, markdown_table
+from axbench_kedro.reporting.roles import ROLE_COLUMN, control_note, label_methods, with_roles
 
 __all__ = [
     "DETECTION_METRICS",
@@ -71,7 +74,7 @@ def detection_table(latent_metrics: pd.DataFrame) -> pd.DataFrame:
             metric columns other than ``roc_auc`` may be absent (left empty).
 
     Returns:
-        ``method, setting, n_concepts`` + ``DETECTION_METRICS``; methods sorted by Avg ROC AUC.
+        ``method, role, setting, n_concepts`` + ``DETECTION_METRICS``; methods sorted by Avg ROC AUC.
     """
     require_columns(latent_metrics, ["setting", "concept_id", "method", "roc_auc"], "latent_metrics")
     frame = latent_metrics.astype({"setting": str, "method": str})
@@ -81,14 +84,18 @@ def detection_table(latent_metrics: pd.DataFrame) -> pd.DataFrame:
     table = grouped[DETECTION_METRICS].mean()
     table.insert(0, "n_concepts", grouped["concept_id"].nunique())
     table = table.reset_index()
-    return _with_avg(table, DETECTION_METRICS, "roc_auc")
+    return with_roles(_with_avg(table, DETECTION_METRICS, "roc_auc"))
 
 
 def detection_markdown(table: pd.DataFrame) -> str:
-    """Detection report: the ROC AUC grid (methods × settings) then the balanced and 1:100 tables."""
+    """Detection report: the ROC AUC grid (methods × settings) then the balanced and 1:100 tables (controls
+    labelled ``<name> (control)``)."""
     lines = ["## Concept detection", ""]
     if table.empty:
         return "\n".join([*lines, "*(no detection results)*", ""])
+    table = with_roles(table)
+    note = control_note(table["method"], table[ROLE_COLUMN])
+    table = label_methods(table)
     grid = table.pivot(index="method", columns="setting", values="roc_auc")
     settings = [s for s in sorted(grid.columns) if s != AVG] + [AVG]
     grid = grid.reindex(index=table["method"].drop_duplicates(), columns=settings).reset_index()
@@ -97,6 +104,8 @@ def detection_markdown(table: pd.DataFrame) -> str:
     imbalanced = ["method", "setting", "n_concepts", *DETECTION_METRICS[7:]]
     lines += ["### Balanced set (F1-optimal threshold)", "", frame_to_markdown(table[balanced]), ""]
     lines += ["### Imbalanced set (1:100)", "", frame_to_markdown(table[imbalanced]), ""]
+    if note:
+        lines += [*note[1:], ""]
     return "\n".join(lines)
 
 
@@ -121,8 +130,8 @@ def steering_components(selection: pd.DataFrame, dataset_name: str | None = None
         dataset_name: keep only rows of this ``dataset_name`` (e.g. ``AlpacaEval``); ``None`` keeps all.
 
     Returns:
-        ``method, setting, n_concepts, score, concept, instruction, fluency, perplexity`` plus Avg rows, methods
-        sorted by Avg score.
+        ``method, role, setting, n_concepts, score, concept, instruction, fluency, perplexity`` plus Avg rows,
+        methods sorted by Avg score.
     """
     frame = _steering_rows(selection, dataset_name)
     columns = ["method", "setting", "n_concepts", "score", "concept", "instruction", "fluency", "perplexity"]
@@ -131,9 +140,9 @@ def steering_components(selection: pd.DataFrame, dataset_name: str | None = None
         for setting, group in frame.groupby("setting", sort=True)
     ]
     if not parts:
-        return pd.DataFrame(columns=columns)
+        return with_roles(pd.DataFrame(columns=columns))
     table = pd.concat(parts, ignore_index=True)[columns]
-    return _with_avg(table, columns[3:], "score")
+    return with_roles(_with_avg(table, columns[3:], "score"))
 
 
 def win_rates(
@@ -150,7 +159,7 @@ def win_rates(
         dataset_name: keep only rows of this ``dataset_name``; ``None`` keeps all.
 
     Returns:
-        ``setting, method, opponent, wins, ties, losses, n, win_rate`` (the opponent's own row left out).
+        ``setting, method, role, opponent, wins, ties, losses, n, win_rate`` (the opponent's own row left out).
     """
     columns = ["setting", "method", "opponent", "wins", "ties", "losses", "n", "win_rate"]
     frame = _steering_rows(selection, dataset_name)
@@ -164,8 +173,8 @@ def win_rates(
             rates = rates[(rates["method"] != opponent) & (rates["n"] > 0)]
             parts.append(rates.rename(columns={"baseline": "opponent"}).assign(setting=setting))
     if not parts:
-        return pd.DataFrame(columns=columns)
-    return pd.concat(parts, ignore_index=True)[columns]
+        return with_roles(pd.DataFrame(columns=columns))
+    return with_roles(pd.concat(parts, ignore_index=True)[columns])
 
 
 def fresh_judgements(judgements: pd.DataFrame) -> pd.DataFrame:
@@ -183,7 +192,7 @@ def judge_health(judgements: pd.DataFrame) -> pd.DataFrame:
             for another factor of the grid) are counted once, through their original.
 
     Returns:
-        ``method, criterion, judge_kind, n, parse_failures, failure_rate, mean_rating``.
+        ``method, role, criterion, judge_kind, n, parse_failures, failure_rate, mean_rating``.
     """
     require_columns(judgements, ["method", "criterion", "rating", "parse_ok"], "judgements")
     judgements = fresh_judgements(judgements)
@@ -200,7 +209,7 @@ def judge_health(judgements: pd.DataFrame) -> pd.DataFrame:
         }
     ).reset_index()
     table.insert(len(table.columns) - 1, "failure_rate", table["parse_failures"] / table["n"].clip(lower=1))
-    return table
+    return with_roles(table)
 
 
 def llm_usage(*usage_frames: pd.DataFrame | None) -> pd.DataFrame:
@@ -229,7 +238,14 @@ def llm_usage(*usage_frames: pd.DataFrame | None) -> pd.DataFrame:
 def steering_markdown(
     components: pd.DataFrame, rates: pd.DataFrame, health: pd.DataFrame, usage: pd.DataFrame
 ) -> str:
-    """Steering details: components at the selected factor, win rates, judge health and LLM cost."""
+    """Steering details: components at the selected factor, win rates, judge health and LLM cost (controls labelled
+    ``<name> (control)``)."""
+    shown = [with_roles(frame) for frame in (components, rates, health)]
+    note = control_note(
+        [m for f in shown if "method" in f.columns for m in f["method"]],
+        [r for f in shown if "method" in f.columns for r in f[ROLE_COLUMN]],
+    )
+    components, rates, health = (label_methods(frame) for frame in shown)
     lines = [
         "## Steering details",
         "",
@@ -252,4 +268,6 @@ def steering_markdown(
         else markdown_table(["stage"], [["(no LLM calls)"]]),
         "",
     ]
+    if note:
+        lines += [*note[1:], ""]
     return "\n".join(lines)
