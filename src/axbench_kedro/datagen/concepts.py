@@ -33,6 +33,7 @@ __all__ = [
     "parse_concept_csv",
     "parse_concept_txt",
     "concept_entries",
+    "check_not_empty",
     "select_concepts",
     "concepts_frame",
     "concepts_meta_from_rows",
@@ -119,10 +120,40 @@ def parse_neuronpedia(
     return entries
 
 
+#: Column names that mark a CSV's first row as a header (it then needs a ``concept`` column).
+_HEADER_NAMES = frozenset(
+    {"concept", "concepts", "url", "link", "ref", "sae_link", "sae_id", "concept_id", "id", "index",
+     "description", "explanation", "label", "name", "feature"}
+)  # fmt: skip
+
+
+def _is_url(cell: str) -> bool:
+    return "://" in cell
+
+
+def _looks_like_header(first: list[str], rest: list[list[str]]) -> bool:
+    """A first row that names columns: a known column name, or text where the later rows hold feature links."""
+    if any(cell.strip().lower() in _HEADER_NAMES for cell in first):
+        return True
+    second = first[1].strip() if len(first) > 1 else ""
+    if not second or _is_url(second) or second.lower() in {"null", "none", "nan"}:
+        return False
+    later = [r[1].strip() for r in rest if len(r) > 1 and r[1].strip()]
+    return bool(later) and all(_is_url(c) for c in later)
+
+
 def parse_concept_csv(
     rows: pd.DataFrame | Iterable[Sequence[str]] | str, source: str = "concept csv"
 ) -> list[ConceptEntry]:
-    """Concepts of a ``concept,url`` table (a DataFrame, raw CSV text or parsed rows; header optional)."""
+    """Concepts of a ``concept,url`` table (a DataFrame, raw CSV text or parsed rows; header optional).
+
+    Without a header the first column is the concept and the second the link. A first row that names columns
+    (``concept``, ``url``, ``description``, ...) is a header: its columns are taken by name and it must have a
+    ``concept`` column. A UTF-8 byte-order mark in raw text is dropped.
+
+    Raises:
+        AxbenchDataError: a header without a ``concept`` column, or an empty concept (names ``source``).
+    """
     if isinstance(rows, pd.DataFrame):
         lowered = {str(c).strip().lower(): c for c in rows.columns}
         if "concept" not in lowered:
@@ -133,16 +164,33 @@ def parse_concept_csv(
             for i, (c, r) in enumerate(zip(rows[lowered["concept"]], refs, strict=True))
         ]
     if isinstance(rows, str):
-        rows = list(csv.reader(io.StringIO(rows)))
+        rows = list(csv.reader(io.StringIO(rows.removeprefix("\ufeff"))))
     parsed = [list(r) for r in rows if r and any(cell.strip() for cell in r)]
-    if parsed and [c.strip().lower() for c in parsed[0][:2]] in (["concept", "url"], ["concept"]):
+    concept_col, url_col = 0, 1
+    if parsed and _looks_like_header(parsed[0], parsed[1:]):
+        header = [cell.strip().lower() for cell in parsed[0]]
+        if "concept" not in header:
+            raise AxbenchDataError(
+                f"{source}: column 'concept': missing from the header row {parsed[0]} "
+                "(name the concept column `concept`, or drop the header)"
+            )
+        concept_col = header.index("concept")
+        url_col = header.index("url") if "url" in header else -1
         parsed = parsed[1:]
-    return [_entry(r[0], r[1] if len(r) > 1 else None, source, f"row {i}") for i, r in enumerate(parsed)]
+    return [
+        _entry(
+            r[concept_col] if concept_col < len(r) else None,
+            r[url_col] if 0 <= url_col < len(r) else None,
+            source,
+            f"row {i}",
+        )
+        for i, r in enumerate(parsed)
+    ]
 
 
 def parse_concept_txt(text: str, source: str = "concept txt") -> list[ConceptEntry]:
-    """One concept per non-empty line, ref ``"null"``."""
-    return [ConceptEntry(line.strip()) for line in text.splitlines() if line.strip()]
+    """One concept per non-empty line, ref ``"null"`` (a UTF-8 byte-order mark is dropped)."""
+    return [ConceptEntry(line.strip()) for line in text.removeprefix("\ufeff").splitlines() if line.strip()]
 
 
 def concept_entries(
@@ -152,16 +200,34 @@ def concept_entries(
 
     A list is a Neuronpedia export, a DataFrame a ``concept,url`` table, a string a TXT file; a list of
     :class:`ConceptEntry` passes through.
+
+    Raises:
+        AxbenchDataError: an unreadable list, or a list without concepts.
     """
     if isinstance(raw, list) and all(isinstance(x, ConceptEntry) for x in raw):
-        return list(raw)
-    if isinstance(raw, list):
-        return parse_neuronpedia(raw, source, expected_source)
-    if isinstance(raw, pd.DataFrame):
-        return parse_concept_csv(raw, source)
-    if isinstance(raw, str):
-        return parse_concept_txt(raw, source)
-    raise AxbenchDataError(f"{source}: cannot read a concept list from {type(raw).__name__}")
+        entries = list(raw)
+    elif isinstance(raw, list):
+        entries = parse_neuronpedia(raw, source, expected_source)
+    elif isinstance(raw, pd.DataFrame):
+        entries = parse_concept_csv(raw, source)
+    elif isinstance(raw, str):
+        entries = parse_concept_txt(raw, source)
+    else:
+        raise AxbenchDataError(f"{source}: cannot read a concept list from {type(raw).__name__}")
+    check_not_empty(entries, source)
+    return entries
+
+
+def check_not_empty(entries: Sequence[Any], source: str) -> None:
+    """Refuse a concept list without concepts (datagen would otherwise run on nothing and succeed).
+
+    Raises:
+        AxbenchDataError: ``<source>: no concepts ...``.
+    """
+    if not entries:
+        raise AxbenchDataError(
+            f"{source}: no concepts (the concept list is empty; datagen needs at least one)"
+        )
 
 
 def select_concepts(

@@ -10,7 +10,9 @@ Concept lists:
 
 ``.json`` loads the raw Neuronpedia export (a list of objects: the node applies the first-description rule
 and the source check), ``.csv`` (``concept,url``, header optional) and ``.txt`` (one concept per line) load
-as :class:`~axbench_kedro.datagen.concepts.ConceptEntry` lists. Read-only.
+as :class:`~axbench_kedro.datagen.concepts.ConceptEntry` lists. Read-only. Files are UTF-8 (a byte-order mark is
+dropped); a file that is not UTF-8, holds no concept or is a CSV whose header has no ``concept`` column raises
+:class:`ProtocolDataError` naming the file, before anything is generated.
 
 Example (catalog)::
 
@@ -30,9 +32,11 @@ from kedro.io import AbstractDataset, DatasetError
 
 from axbench_kedro.datagen.concepts import (
     ConceptEntry,
+    check_not_empty,
     concept_entries,
     parse_concept_csv,
     parse_concept_txt,
+    parse_neuronpedia,
 )
 from axbench_kedro.datagen.schemas import SCHEMAS, validate_table
 from axbench_kedro.datagen.upstream import read_any, seed_pools_from_upstream
@@ -52,7 +56,8 @@ __all__ = [
 
 
 class ProtocolDataError(AxbenchDataError, DatasetError):
-    """A schema error raised by a dataset: Kedro passes ``DatasetError`` subclasses on unchanged (one line)."""
+    """A data error raised by a dataset (schema, concept list): Kedro passes ``DatasetError`` subclasses on
+    unchanged, and the project CLI prints it as one line."""
 
 
 def _checked(frame: pd.DataFrame, schema: str, source: str) -> pd.DataFrame:
@@ -65,30 +70,45 @@ def _checked(frame: pd.DataFrame, schema: str, source: str) -> pd.DataFrame:
 _SUFFIXES = (".json", ".csv", ".txt")
 
 
+def _read_utf8(path: Path) -> str:
+    """The file's text; a UTF-8 byte-order mark is dropped, any other encoding is one error naming the file."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start : exc.start + 1].hex()
+        raise AxbenchDataError(
+            f"{path}: not UTF-8 text (byte 0x{byte} at offset {exc.start}); save the concept list as UTF-8"
+        ) from None
+
+
 def read_concept_source(path: str | Path) -> list[dict[str, Any]] | list[ConceptEntry]:
     """Read a concept list file by extension, undigested for JSON.
 
-    ``.json`` gives the decoded Neuronpedia list (the first-description rule and the source check are applied
-    by :func:`concept_entries`); ``.csv`` (``concept,url``, header optional) and ``.txt`` give entries.
+    ``.json`` gives the decoded Neuronpedia list (checked here, but the first-description rule and the source
+    check are applied by :func:`concept_entries`); ``.csv`` (``concept,url``, header optional) and ``.txt`` give
+    entries. A UTF-8 byte-order mark is dropped.
 
     Raises:
-        AxbenchDataError: missing file, invalid JSON or an unsupported extension.
+        AxbenchDataError: one line naming the file: missing, not UTF-8, invalid JSON, a CSV header without a
+            ``concept`` column, no concepts at all, or an unsupported extension.
     """
     path = Path(path)
     if not path.is_file():
         raise AxbenchDataError(f"{path}: concept list not found (catalog entry concept_list)")
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
+    if suffix not in _SUFFIXES:
+        raise AxbenchDataError(f"{path}: unsupported concept list type {suffix!r} (use .json, .csv or .txt)")
+    text = _read_utf8(path)
     if suffix == ".json":
         try:
-            return json.loads(text)
+            records = json.loads(text) if text.strip() else []
         except json.JSONDecodeError as exc:
             raise AxbenchDataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    if suffix == ".csv":
-        return parse_concept_csv(text, str(path))
-    if suffix == ".txt":
-        return parse_concept_txt(text, str(path))
-    raise AxbenchDataError(f"{path}: unsupported concept list type {suffix!r} (use .json, .csv or .txt)")
+        check_not_empty(parse_neuronpedia(records, str(path)), str(path))
+        return records
+    entries = parse_concept_csv(text, str(path)) if suffix == ".csv" else parse_concept_txt(text, str(path))
+    check_not_empty(entries, str(path))
+    return entries
 
 
 def read_concept_file(path: str | Path, expected_source: str | None = None) -> list[ConceptEntry]:
@@ -111,7 +131,16 @@ class ConceptListDataset(AbstractDataset[None, "list[dict[str, Any]] | list[Conc
             raise DatasetError(f"concept_list: {filepath} must end in one of {_SUFFIXES}")
 
     def load(self) -> list[dict[str, Any]] | list[ConceptEntry]:
-        return read_concept_source(str(self._filepath))
+        """The concepts of the file (raw records for ``.json``).
+
+        Raises:
+            ProtocolDataError: one line naming the file (missing, not UTF-8, no concepts, a CSV header without a
+                ``concept`` column, ...); Kedro passes it on unchanged.
+        """
+        try:
+            return read_concept_source(str(self._filepath))
+        except AxbenchDataError as exc:
+            raise ProtocolDataError(str(exc)) from None
 
     def save(self, data: None) -> None:
         raise DatasetError("concept_list is read-only")

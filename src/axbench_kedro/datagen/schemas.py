@@ -11,7 +11,9 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 from pandas.api import types as ptypes
@@ -23,6 +25,7 @@ __all__ = [
     "CATEGORIES",
     "POOL_CONCEPT",
     "validate_table",
+    "unknown_categories",
     "check_counts",
 ]
 
@@ -106,14 +109,39 @@ def validate_table(frame: pd.DataFrame, kind: str, source: str | None = None) ->
         if len(dup):
             raise AxbenchDataError(f"{where}: column 'concept_id': id {int(dup.iloc[0])} appears twice")
         return frame
-    bad = sorted(set(frame["category"].astype(str)) - CATEGORIES[kind])
-    if bad:
-        raise AxbenchDataError(f"{where}: column 'category': unexpected values {bad}")
+    problem = unknown_categories(frame["category"], CATEGORIES[kind])
+    if problem:
+        raise AxbenchDataError(f"{where}: column 'category': {problem}")
     bad = sorted(set(frame["concept_genre"].astype(str)) - _GENRES)
     if bad:
         raise AxbenchDataError(f"{where}: column 'concept_genre': unexpected values {bad}")
     _check_one_concept_per_id(frame, where)
     return frame
+
+
+def unknown_categories(values: Iterable[Any], allowed: Collection[str]) -> str | None:
+    """Describe the values outside ``allowed`` with their row counts, or ``None`` when there are none.
+
+    Rows are never dropped or relabelled: a caller raises with this text [D 30].
+
+    Example:
+        >>> unknown_categories(["positive", "neutral", "neutral", None], {"positive", "negative"})
+        "unexpected values <missing> (1 row), 'neutral' (2 rows); allowed: 'negative', 'positive'"
+    """
+    counts = Counter(
+        "<missing>" if _missing(v) else str(v) for v in values if _missing(v) or v not in allowed
+    )
+    if not counts:
+        return None
+    parts = [
+        f"{v if v == '<missing>' else repr(v)} ({n} row{'s' if n != 1 else ''})"
+        for v, n in sorted(counts.items())
+    ]
+    return f"unexpected values {', '.join(parts)}; allowed: {', '.join(repr(a) for a in sorted(allowed))}"
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (ptypes.is_scalar(value) and bool(pd.isna(value)))
 
 
 def _check_one_concept_per_id(frame: pd.DataFrame, where: str) -> None:

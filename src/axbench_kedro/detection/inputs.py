@@ -7,6 +7,7 @@ from collections.abc import Collection, Mapping
 
 import pandas as pd
 
+from axbench_kedro.datagen.schemas import unknown_categories
 from axbench_kedro.errors import AxbenchDataError
 from axbench_kedro.methods.base import MethodArtifact
 from axbench_kedro.methods.registry import get_method
@@ -28,9 +29,9 @@ def check_latent_data(frame: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in LATENT_COLUMNS if c not in frame.columns]
     if missing:
         raise AxbenchDataError(f"latent_eval_data: missing column(s) {missing}")
-    bad = sorted(set(frame["category"]) - {POSITIVE, NEGATIVE, HARD_NEGATIVE})
-    if bad:
-        raise AxbenchDataError(f"latent_eval_data: unknown category value(s) {bad} in column 'category'")
+    problem = unknown_categories(frame["category"], (POSITIVE, NEGATIVE, HARD_NEGATIVE))
+    if problem:
+        raise AxbenchDataError(f"latent_eval_data: column 'category': {problem} [D 30]")
     return frame.reset_index(drop=True)
 
 

@@ -7,10 +7,19 @@ from typing import Any
 
 import pandas as pd
 
+from axbench_kedro.datagen.schemas import unknown_categories
 from axbench_kedro.detection.rows import method_order
+from axbench_kedro.errors import AxbenchConfigError, AxbenchDataError
 from axbench_kedro.methods.base import MethodArtifact
+from axbench_kedro.methods.prompt import PARSE_FAILED
 from axbench_kedro.methods.registry import get_method
-from axbench_kedro.metrics.detection import POSITIVE, concept_metrics, imbalanced_metrics
+from axbench_kedro.metrics.detection import (
+    HARD_NEGATIVE,
+    NEGATIVE,
+    POSITIVE,
+    concept_metrics,
+    imbalanced_metrics,
+)
 
 __all__ = ["MAGNITUDE_FALLBACK", "MAGNITUDE_COLUMNS", "latent_metrics_frame", "magnitude_table"]
 
@@ -23,18 +32,31 @@ def latent_metrics_frame(
 ) -> pd.DataFrame:
     """One row per concept and method: balanced metrics, the 1:100 metrics and the achieved ratio.
 
+    ``n_parse_failures`` counts, for LLM-rated methods (PromptDetection), the concept's rows whose rating could not
+    be used (−1: unparsable, non-finite or out of range [D 29]); 0 for the other methods.
+
     Args:
         latent_scores: §1.7 rows.
         imbalance_scores: ``neg_row_id, concept_id, method, max_act`` of the negative pool.
         n_pool: number of rows of the negative pool.
+
+    Raises:
+        AxbenchDataError: a ``category`` outside positive / negative / hard negative (each value with its row
+            count) [D 30].
     """
+    problem = unknown_categories(latent_scores["category"], (POSITIVE, NEGATIVE, HARD_NEGATIVE))
+    if problem:  # rows are never dropped silently [D 30]
+        raise AxbenchDataError(f"latent_scores: column 'category': {problem}")
     rows = []
     imb_groups = (
         {k: g for k, g in imbalance_scores.groupby(["method", "concept_id"])} if len(imbalance_scores) else {}
     )
+    llm_rated = {m: _rated_by_llm(m) for m in latent_scores["method"].unique()}
     for (method, cid), group in latent_scores.groupby(["method", "concept_id"], sort=False):
         rec: dict[str, Any] = {"concept_id": int(cid), "method": method}
         rec.update(concept_metrics(group["max_act"].to_numpy(), group["category"].tolist()))
+        # PromptDetection: unparsable, non-finite or out-of-range ratings all score -1 [D 29]
+        rec["n_parse_failures"] = int((group["max_act"] == PARSE_FAILED).sum()) if llm_rated[method] else 0
         pos = group.loc[group["category"] == POSITIVE, "max_act"].to_numpy()
         neg = imb_groups.get((method, cid))
         if neg is not None:
@@ -50,6 +72,14 @@ def latent_metrics_frame(
     float_cols = [c for c in out.columns if c not in ("concept_id", "method") and not c.startswith("n_")]
     out[float_cols] = out[float_cols].astype("float64")
     return out.sort_values(["method", "concept_id"], key=method_order(latent_scores)).reset_index(drop=True)
+
+
+def _rated_by_llm(method: str) -> bool:
+    """Whether ``method`` detects through LLM ratings (an unregistered name counts as not)."""
+    try:
+        return get_method(method).detection_kind == "llm"
+    except AxbenchConfigError:
+        return False
 
 
 def magnitude_table(

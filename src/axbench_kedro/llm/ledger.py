@@ -27,7 +27,7 @@ import pandas as pd
 
 from axbench_kedro.errors import AxbenchConfigError
 
-__all__ = ["Price", "PriceTable", "LedgerTotals", "CostLedger", "USAGE_COLUMNS", "FREE"]
+__all__ = ["Price", "PriceTable", "LedgerTotals", "CostLedger", "USAGE_COLUMNS", "FREE", "zero_usage_frame"]
 
 log = logging.getLogger(__name__)
 
@@ -203,3 +203,21 @@ class CostLedger:
         return frame.astype(
             {"calls": "int64", "cache_hits": "int64", "input_tokens": "int64", "output_tokens": "int64"}
         )
+
+
+def zero_usage_frame(stage: str, model: str = "") -> pd.DataFrame:
+    """The usage row of a stage that made no LLM call (``USAGE_COLUMNS``, all counts 0, cost 0.0).
+
+    Args:
+        stage: label of the pipeline stage.
+        model: the LLM model name, when a client exists.
+    """
+    zero = {
+        "stage": stage,
+        "model": model,
+        "calls": 0,
+        "cache_hits": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+    }
+    return pd.DataFrame([{**zero, "cost_usd": 0.0}])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ from axbench_kedro.lm.types import TargetModel
 from axbench_kedro.methods.base import Method, MethodArtifact
 from axbench_kedro.methods.registry import get_method
 
-__all__ = ["MethodPlan", "magnitudes_for", "steering_plans", "plan_units"]
+__all__ = ["MethodPlan", "magnitudes_for", "steering_plans", "plan_units", "factor_free_methods"]
 
 log = logging.getLogger(__name__)
 
@@ -206,3 +206,8 @@ def plan_units(plan: MethodPlan, prompts: pd.DataFrame, replicates: int) -> tupl
     )
     row_frame.insert(4, "method", plan.method)
     return unit_frame, row_frame
+
+
+def factor_free_methods(method_names: Iterable[str]) -> list[str]:
+    """The methods among ``method_names`` without a strength knob (``factor_free``), in the given order."""
+    return [m for m in method_names if get_method(m).factor_free]

@@ -11,13 +11,16 @@ Example:
     >>> plans = steering_plans(["DiffMean", "Prompt"], artifacts, max_activations, params, layer=9, tm=tm,
     ...                        concept_ids=[0, 1])
     >>> frame = generate_plans(plans, prompts, tm, cache, params, layer=9, seed=42)
+
+:func:`generate_steering_rows` does both for the ``steering_prompts`` of a run and logs what it did.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +31,17 @@ from tqdm.auto import tqdm
 from axbench_kedro.cache import SQLiteCache, content_key
 from axbench_kedro.config.steering_eval import SteeringEvalParams
 from axbench_kedro.lm.types import TargetModel
-from axbench_kedro.steering.plans import MethodPlan, plan_units
+from axbench_kedro.steering.plans import MethodPlan, plan_units, steering_plans
 
-__all__ = ["CACHE_VERSION", "GENERATION_COLUMNS", "GenerationStats", "generate_plans"]
+__all__ = [
+    "CACHE_VERSION",
+    "GENERATION_COLUMNS",
+    "GenerationStats",
+    "generate_plans",
+    "generate_steering_rows",
+]
+
+log = logging.getLogger(__name__)
 
 CACHE_VERSION = "steer-gen-v1"
 GENERATION_COLUMNS = [
@@ -222,6 +233,57 @@ def generate_plans(
     if not frames:
         return pd.DataFrame(columns=GENERATION_COLUMNS)
     return pd.concat(frames, ignore_index=True)
+
+
+def generate_steering_rows(
+    steering_prompts: pd.DataFrame,
+    method_artifacts: Mapping[str, Any],
+    max_activations: pd.DataFrame,
+    tm: TargetModel,
+    cache: SQLiteCache,
+    params: SteeringEvalParams,
+    *,
+    layer: int,
+    seed: int,
+) -> pd.DataFrame:
+    """``steering_generations`` of every steering method of ``params.methods`` for every prompt row.
+
+    Builds the plans of the concepts in ``steering_prompts`` (:func:`steering_plans`), generates them
+    (:func:`generate_plans`) and logs the counts and the time taken.
+
+    Args:
+        steering_prompts: ``steering_prompts``.
+        method_artifacts: ``{method: artifact}`` from training (values may be lazy loaders).
+        max_activations: magnitude bases per concept and method (a missing one is an error, [D 12]).
+        tm: the target model.
+        cache: generation cache.
+        params: steering parameters.
+        layer: steered block.
+        seed: run seed.
+    """
+    concept_ids = sorted(int(c) for c in steering_prompts["concept_id"].unique())
+    plans = steering_plans(
+        params.methods,
+        method_artifacts,
+        max_activations,
+        params,
+        layer=layer,
+        tm=tm,
+        concept_ids=concept_ids,
+    )
+    stats = GenerationStats()
+    out = generate_plans(plans, steering_prompts, tm, cache, params, layer=layer, seed=seed, stats=stats)
+    log.info(
+        "steering generation: %d rows of %d methods from %d generations (%d new, %d cached), %d new tokens in %.1f s",
+        stats.rows,
+        len(plans),
+        stats.units,
+        stats.generated,
+        stats.cached,
+        stats.new_tokens,
+        stats.seconds,
+    )
+    return out
 
 
 def _generation_frame(rows: pd.DataFrame, results: dict[int, dict[str, Any]]) -> pd.DataFrame:

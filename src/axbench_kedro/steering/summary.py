@@ -2,9 +2,12 @@
 
 Example:
     >>> summary = steering_summary_frame(steering_selection, judgements, params, run)
+    >>> log_steering_summary(summary)
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import pandas as pd
@@ -14,7 +17,9 @@ from axbench_kedro.config.steering_eval import SteeringEvalParams
 from axbench_kedro.metrics.bootstrap import bootstrap_ci
 from axbench_kedro.metrics.steering import overall_scores, win_rates
 
-__all__ = ["SUMMARY_COLUMNS", "steering_summary_frame"]
+__all__ = ["SUMMARY_COLUMNS", "steering_summary_frame", "log_steering_summary"]
+
+log = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS = [
     "method",
@@ -88,3 +93,21 @@ def steering_summary_frame(
         )
     out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     return out.astype({"n_concepts": "int64", "parse_failures": "int64"})
+
+
+def log_steering_summary(summary: pd.DataFrame) -> None:
+    """Log one line per method of a ``steering_summary`` frame (Overall Score, CI and its parts)."""
+    for rec in summary.to_dict("records"):
+        log.info(
+            "steering %s (%s judge): Overall %.3f, CI %.3f-%.3f (concept %.2f, instruction %.2f, fluency %.2f) "
+            "over %d concepts",
+            rec["method"],
+            rec["judge_kind"],
+            rec["overall"],
+            rec["ci_low"],
+            rec["ci_high"],
+            rec["concept"],
+            rec["instruction"],
+            rec["fluency"],
+            rec["n_concepts"],
+        )

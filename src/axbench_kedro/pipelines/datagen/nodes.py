@@ -4,38 +4,33 @@ The LLM client, the target model, the datagen cache, the prompt templates and th
 catalog datasets; everything that is written goes out through the catalog. Released parquet files given by the
 ``provided_train_data`` / ``provided_latent_eval_data`` catalog entries (``None`` when not configured) are
 validated on load and passed through instead of generating.
+
+The logic lives in :mod:`axbench_kedro.datagen` (``run``: the per-concept generation run, ``manifest``: the run's
+manifest); the nodes adapt catalog data and parameters to it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from typing import Any
 
 import pandas as pd
 
-from axbench_kedro.cache import SQLiteCache, content_key
+from axbench_kedro.cache import SQLiteCache
 from axbench_kedro.config.common import RunSettings
 from axbench_kedro.config.datagen import DatagenParams
 from axbench_kedro.datagen.concepts import (
-    CONCEPTS_META_COLUMNS,
     concept_entries,
     concepts_frame,
     concepts_meta_from_rows,
     select_concepts,
 )
-from axbench_kedro.datagen.generate import (
-    ConceptGenerator,
-    build_negative_pool,
-    build_preference_data,
-    concept_jobs,
-    rows_frame,
-)
+from axbench_kedro.datagen.generate import build_negative_pool, build_preference_data, rows_frame
 from axbench_kedro.datagen.greedy import GreedyAnswers
 from axbench_kedro.datagen.instructions import InstructionPools
-from axbench_kedro.datagen.prompts import DatagenPrompts
+from axbench_kedro.datagen.manifest import datagen_manifest
+from axbench_kedro.datagen.run import generate_concept_tables
 from axbench_kedro.datagen.schemas import check_counts, validate_table
-from axbench_kedro.llm.client import apply_prices
 from axbench_kedro.lm.types import TargetModel
 
 __all__ = [
@@ -48,26 +43,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-def _provided_record(frame: pd.DataFrame | None) -> dict[str, Any] | None:
-    """What the manifest keeps of a provided table: its size and a content hash (``None`` = generated)."""
-    if frame is None:
-        return None
-    return {
-        "rows": len(frame),
-        "concepts": int(frame.loc[frame["concept_id"] >= 0, "concept_id"].nunique()),
-        "sha256": content_key(pd.util.hash_pandas_object(frame.astype(str), index=False).tolist()),
-    }
-
-
-def _client(generator_llm: Any) -> Any:
-    """The LLM client, built on first use when the catalog hands a lazy handle."""
-    if hasattr(generator_llm, "complete_many"):
-        return generator_llm
-    if callable(generator_llm):
-        return generator_llm()
-    raise TypeError(f"generator_llm must be an LLM client, got {type(generator_llm).__name__}")
 
 
 def select_datagen_concepts(
@@ -125,20 +100,6 @@ def generate_negative_pool(
     return build_negative_pool(pools, answers, datagen.pool_per_genre, run.seed, datagen.dataset_category)
 
 
-def _usage(client: Any, since: Any) -> pd.DataFrame:
-    if client is not None:
-        return client.usage_frame("datagen", since=since)
-    zero = {
-        "stage": "datagen",
-        "model": "",
-        "calls": 0,
-        "cache_hits": 0,
-        "input_tokens": 0,
-        "output_tokens": 0,
-    }
-    return pd.DataFrame([{**zero, "cost_usd": 0.0}])
-
-
 def generate_concept_data(
     datagen_concepts: pd.DataFrame,
     seed_instructions: pd.DataFrame,
@@ -159,77 +120,19 @@ def generate_concept_data(
         ``llm_prices``) and the generation record (prompt style, template hashes, generator, contrast-chain
         counts, provided tables).
     """
-    provided_latent = provided_latent_eval_data
-    want_train = provided_train_data is None
-    want_latent = provided_latent is None
-    client = apply_prices(_client(generator_llm), llm_prices) if want_train or want_latent else None
-    since = client.totals() if client is not None else None
-    results = []
-    info: dict[str, Any] = {
-        "prompt_style": datagen.prompt_style,
-        "generated": {"train": want_train, "latent": want_latent},
-        "provided": {
-            "train_data": _provided_record(provided_train_data),
-            "latent_eval_data": _provided_record(provided_latent_eval_data),
-        },
-    }
-    if client is not None:
-        prompts = DatagenPrompts(
-            datagen.prompt_style,
-            templates=prompt_templates,
-            temperature=datagen.temperature,
-            top_p=datagen.top_p,
-            response_max_tokens=datagen.response_max_tokens,
-        )
-        generator = ConceptGenerator(
-            client,
-            prompts,
-            InstructionPools(seed_instructions),
-            target_model.tokenizer,
-            datagen,
-            run.seed,
-            datagen_cache,
-            want_train=want_train,
-            want_latent=want_latent,
-            tokenizer_name=target_model.name,
-        )
-        results = generator.run(concept_jobs(datagen_concepts))
-        chain: Counter[str] = Counter()
-        for r in results:
-            chain.update(r.stats)
-        info.update(
-            generator_model=client.model,
-            generator_backend=getattr(client, "backend_name", ""),
-            temperature=datagen.temperature,
-            top_p=datagen.top_p,
-            templates=prompts.hashes,
-            chain=dict(chain),
-        )
-        log.info(
-            "datagen contrast chain: %d related words → %d other meanings → %d distinct pairs (hard negatives); "
-            "%d empty outputs",
-            chain["related_words"],
-            chain["meanings_kept"],
-            chain["contrast_pairs"],
-            chain["empty_outputs"],
-        )
-    genres = {r.concept_id: r.genres for r in results}
-    meta = datagen_concepts.copy()
-    meta["concept_genres"] = [
-        list(genres.get(int(cid), [])) or list(g)
-        for cid, g in zip(meta["concept_id"], meta["concept_genres"], strict=True)
-    ]
-    meta = validate_table(meta[CONCEPTS_META_COLUMNS].reset_index(drop=True), "concepts_meta")
-    positives = rows_frame([row for r in results for row in r.train], "train_data")
-    if provided_latent is not None:
-        latent = provided_latent
-    else:
-        latent = validate_table(
-            rows_frame([row for r in results for row in r.latent], "latent_eval_data"), "latent_eval_data"
-        )
-        expected = {"positive": datagen.latent_num_of_examples, "negative": datagen.latent_num_of_examples}
-        check_counts(latent, "latent_eval_data", expected)
-    return meta, positives, latent, _usage(client, since), info
+    return generate_concept_tables(
+        datagen_concepts,
+        seed_instructions,
+        provided_train_data,
+        provided_latent_eval_data,
+        target_model,
+        generator_llm,
+        llm_prices,
+        prompt_templates,
+        datagen_cache,
+        datagen,
+        run.seed,
+    )
 
 
 def assemble_train_data(
@@ -263,10 +166,6 @@ def generate_preference_data(
     return validate_table(build_preference_data(train_data, answers), "preference_data")
 
 
-def _counts(column: pd.Series) -> dict[str, int]:
-    return {str(k): int(v) for k, v in column.value_counts().sort_index().items()}
-
-
 def summarise_datagen(
     train_data: pd.DataFrame,
     latent_eval_data: pd.DataFrame,
@@ -277,34 +176,12 @@ def summarise_datagen(
     run: RunSettings,
 ) -> dict[str, Any]:
     """Log one summary line (rows per category, LLM calls and cost) and return the run's datagen manifest."""
-    kind = train_data["category"].where(train_data["concept_id"] >= 0, "pool")
-    usage = datagen_llm_usage.iloc[0].to_dict() if len(datagen_llm_usage) else {}
-    usage = {k: (v.item() if hasattr(v, "item") else v) for k, v in usage.items()}
-    manifest = {
-        "setting": run.setting,
-        "seed": run.seed,
-        "concepts": int(train_data.loc[train_data["concept_id"] >= 0, "concept_id"].nunique()),
-        "rows": {
-            "train_data": _counts(kind),
-            "latent_eval_data": _counts(latent_eval_data["category"]),
-            "preference_data": len(preference_data),
-        },
-        "llm_usage": usage,
-        "params": datagen.model_dump(),
-        **datagen_generation_info,
-    }
-    log.info(
-        "datagen summary: %d concepts | train_data %s | latent_eval_data %s | preference_data %d | "
-        "LLM %s: %d calls, %d cache hits, %d in / %d out tokens, $%.4f",
-        manifest["concepts"],
-        manifest["rows"]["train_data"],
-        manifest["rows"]["latent_eval_data"],
-        len(preference_data),
-        usage.get("model", ""),
-        int(usage.get("calls", 0)),
-        int(usage.get("cache_hits", 0)),
-        int(usage.get("input_tokens", 0)),
-        int(usage.get("output_tokens", 0)),
-        float(usage.get("cost_usd", 0.0)),
+    return datagen_manifest(
+        train_data,
+        latent_eval_data,
+        preference_data,
+        datagen_llm_usage,
+        datagen_generation_info,
+        datagen,
+        run,
     )
-    return manifest

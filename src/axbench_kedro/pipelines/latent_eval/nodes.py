@@ -12,11 +12,9 @@ The logic lives in :mod:`axbench_kedro.detection`; the nodes adapt catalog data 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -25,13 +23,12 @@ from axbench_kedro.config.latent_eval import LatentEvalParams
 from axbench_kedro.detection.imbalance import sample_negative_pool
 from axbench_kedro.detection.inputs import check_latent_data, detection_artifacts
 from axbench_kedro.detection.model_scores import cached_model_scores
+from axbench_kedro.detection.prompt_detection import prompt_detection_scores
 from axbench_kedro.detection.roc import latent_roc_figure
-from axbench_kedro.detection.rows import empty_scores, merge_scores, per_text_rows
+from axbench_kedro.detection.rows import merge_scores
 from axbench_kedro.detection.summary import latent_metrics_frame, magnitude_table
-from axbench_kedro.errors import AxbenchDataError
 from axbench_kedro.lm.types import TargetModel
 from axbench_kedro.methods.base import MethodArtifact
-from axbench_kedro.methods.registry import get_method
 
 __all__ = [
     "sample_imbalance_negatives",
@@ -42,8 +39,6 @@ __all__ = [
     "compute_max_activations",
     "plot_latent_roc",
 ]
-
-log = logging.getLogger(__name__)
 
 
 def sample_imbalance_negatives(
@@ -107,60 +102,17 @@ def score_prompt_detection(
         ``(scores, usage)``: §1.7 rows (``max_act`` in [0, 2] or −1 when unparsable, ``max_act_idx`` −1) and the
         LLM usage of this stage (``latent_eval_llm_usage``).
     """
-    from axbench_kedro.llm.client import apply_prices
-    from axbench_kedro.llm.templates import pick_template
-    from axbench_kedro.llm.types import LLMRequest
-    from axbench_kedro.methods.prompt import parse_detection_rating
-
     data = check_latent_data(latent_eval_data)
-    arts = detection_artifacts(method_artifacts, latent_eval.exclude_methods)
-    names = [n for n in arts if get_method(n).detection_kind == "llm"]
-    client = (
-        generator_llm()
-        if callable(generator_llm) and not hasattr(generator_llm, "complete_many")
-        else generator_llm
+    arts = detection_artifacts(method_artifacts, latent_eval.exclude_methods, kinds=("llm",))
+    return prompt_detection_scores(
+        data,
+        concepts_meta,
+        list(arts),
+        generator_llm,
+        llm_prices,
+        prompt_templates,
+        latent_eval.prompt_detection,
     )
-    if not names:
-        return empty_scores(), pd.DataFrame(
-            [{"stage": "latent_eval", "model": getattr(client, "model", ""), "calls": 0, "cache_hits": 0,
-              "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}]
-        )  # fmt: skip
-    settings = latent_eval.prompt_detection
-    template = pick_template(prompt_templates, settings.template, "latent_eval.prompt_detection.template")
-    client = apply_prices(client, llm_prices)
-    concept_text = dict(
-        zip(concepts_meta["concept_id"].astype(int), concepts_meta["concept"].astype(str), strict=True)
-    )
-    missing = sorted(set(data["concept_id"].astype(int)) - concept_text.keys())
-    if missing:
-        raise AxbenchDataError(f"concepts_meta: no concept text for concept_id(s) {missing[:10]}")
-    requests = [
-        LLMRequest.user(
-            template.render(concept=concept_text[int(c)], text=str(o)),
-            model=client.model,
-            temperature=settings.temperature,
-            max_tokens=settings.max_new_tokens,
-        )
-        for c, o in zip(data["concept_id"], data["output"], strict=True)
-    ]
-    since = client.totals()
-    replies = client.complete_many(requests, desc="PromptDetection")
-    ratings = np.array(
-        [parse_detection_rating(settings.reply_prefix + r.text) for r in replies], dtype=np.float64
-    )
-    n_failed = int((ratings < 0).sum())
-    if n_failed:
-        log.warning(
-            "latent_eval: PromptDetection could not parse %d of %d ratings (scored -1)",
-            n_failed,
-            len(ratings),
-        )
-    frames = [per_text_rows(data, name, ratings) for name in names]
-    usage = client.usage_frame("latent_eval", since=since)
-    usage["template"] = template.name
-    usage["template_sha256"] = template.sha256
-    usage["parse_failures"] = n_failed
-    return pd.concat(frames, ignore_index=True), usage
 
 
 def merge_latent_scores(model_scores: pd.DataFrame, prompt_scores: pd.DataFrame) -> pd.DataFrame:

@@ -2,12 +2,12 @@
 
 The current setting's results arrive through the versioned catalog entries (so ``--load-versions`` pins them);
 ``results_across_settings`` adds every other setting's latest results. ``combine_settings`` stacks both with a
-``setting`` column and everything downstream works on those stacked frames.
+``setting`` column and everything downstream works on those stacked frames. The logic lives in
+:mod:`axbench_kedro.reporting`; the nodes adapt catalog data and parameters to it.
 """
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Any
 
 import pandas as pd
@@ -15,9 +15,9 @@ from matplotlib.figure import Figure
 
 from axbench_kedro.config.common import RunSettings
 from axbench_kedro.config.reporting import ReportingParams
-from axbench_kedro.datasets.results_across_settings import SOURCES_KEY
 from axbench_kedro.reporting import leaderboard as lb
 from axbench_kedro.reporting import plots, run_card, tables
+from axbench_kedro.reporting.across_settings import stack_settings
 
 __all__ = [
     "collect_run_provenance",
@@ -33,21 +33,6 @@ __all__ = [
     "plot_score_vs_factor",
     "plot_selected_factors",
 ]
-
-
-def _stack(
-    current: pd.DataFrame, others: pd.DataFrame | None, setting: str, keep: list[str] | None
-) -> pd.DataFrame:
-    parts = [current.assign(setting=setting)]
-    if others is not None and not others.empty:
-        names = others["setting"].astype(str)
-        wanted = names.map(lambda s: s != setting and _wanted(s, keep))
-        parts.append(others[wanted.to_numpy(dtype=bool)])
-    return pd.concat(parts, ignore_index=True)
-
-
-def _wanted(setting: str, patterns: list[str] | None) -> bool:
-    return patterns is None or any(fnmatch.fnmatchcase(setting, p) for p in patterns)
 
 
 def combine_settings(
@@ -70,17 +55,13 @@ def combine_settings(
         ``(selection, summary, latent_metrics, sources)`` across settings; ``sources`` lists the other settings'
         files used.
     """
-    others = results_across_settings or {}
-    keep = params.settings
-    sources = others.get(SOURCES_KEY, pd.DataFrame(columns=["setting", "dataset", "version", "filepath"]))
-    if not sources.empty:
-        used = [str(s) != run.setting and _wanted(str(s), keep) for s in sources["setting"]]
-        sources = sources[used].reset_index(drop=True)
-    return (
-        _stack(steering_selection, others.get("steering_selection"), run.setting, keep),
-        _stack(steering_summary, others.get("steering_summary"), run.setting, keep),
-        _stack(latent_metrics, others.get("latent_metrics"), run.setting, keep),
-        sources,
+    return stack_settings(
+        steering_selection,
+        steering_summary,
+        latent_metrics,
+        results_across_settings,
+        run.setting,
+        params.settings,
     )
 
 
