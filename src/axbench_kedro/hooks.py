@@ -38,11 +38,16 @@ class ProjectHooks:
         self._preflight(pipeline, catalog)
 
     def _preflight(self, pipeline: Any, catalog: Any) -> None:
-        """Check the model path, the layer, the LLM credentials and the price table before any work starts."""
+        """Check the datagen inputs, the model path, the layer, the LLM credentials and the price table before any
+        work starts (datagen's first node answers the negative pool with the target model before it reads the
+        concept list or the provided tables)."""
+        used = set(pipeline.datasets())
+        for name in ("concept_list", "provided_train_data", "provided_latent_eval_data"):
+            if name in used:  # a missing, empty or malformed input stops the run here, in one line
+                catalog.load(name)
         if self._context is None:
             return
         globals_ = self._context.config_loader["globals"]
-        used = set(pipeline.datasets())
         if "target_model" in used:
             from axbench_kedro.lm.loading import check_model_spec
             from axbench_kedro.lm.types import ModelSpec

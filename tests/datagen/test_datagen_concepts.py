@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from kedro.io import DatasetError
 
 from axbench_kedro.datagen.concepts import (
     ConceptEntry,
@@ -21,7 +22,7 @@ from axbench_kedro.datagen.concepts import (
     sae_id_from_ref,
     select_concepts,
 )
-from axbench_kedro.datagen.io import ConceptListDataset, read_concept_file
+from axbench_kedro.datagen.io import ConceptListDataset, ProtocolDataError, read_concept_file
 from axbench_kedro.errors import AxbenchDataError
 from fixtures.released_layout import make_released_frames
 
@@ -153,3 +154,81 @@ def test_concepts_meta_derived_from_released_files():
     assert only_train["ref"].tolist() == ["null"] * 3 and only_train["sae_id"].tolist() == [-1] * 3
     only_test = concepts_meta_from_rows(None, test)
     assert only_test["concept"].tolist() == meta["concept"].tolist()
+
+
+# ---- bad concept lists: one line naming the file, before anything is generated --------------------------------------
+def _load_error(path: Path) -> str:
+    """The message of the error the ``concept_list`` dataset raises on ``path`` (a Kedro ``DatasetError`` that is
+    also an ``AxbenchDataError``, so Kedro passes it through and the CLI prints one line)."""
+    with pytest.raises(ProtocolDataError) as info:
+        ConceptListDataset(str(path)).load()
+    assert isinstance(info.value, DatasetError) and isinstance(info.value, AxbenchDataError)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(path))
+    return message
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("empty.csv", ""),
+        ("header_only.csv", "concept,url\n"),
+        ("blank.txt", "\n  \n"),
+        ("empty.json", "[]"),
+        ("whitespace.json", "  \n"),
+    ],
+)
+def test_empty_concept_list_is_an_error_naming_the_file(tmp_path, name, content):
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    assert "no concepts" in _load_error(tmp_path / name)
+    with pytest.raises(AxbenchDataError, match="concept_list: no concepts"):
+        concept_entries([], "concept_list")  # what the datagen node gets, should a dataset hand it nothing
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "description,url\ncats,https://www.neuronpedia.org/gemma-2-2b/10-gemmascope-res-16k/3\n",
+        "name\ncats\ndogs\n",
+        "feature,link\ncats,\n",
+        "topic,source\ncats,https://www.neuronpedia.org/gemma-2-2b/10-gemmascope-res-16k/3\n",
+    ],
+)
+def test_csv_header_without_concept_column_is_an_error(tmp_path, content):
+    path = tmp_path / "concepts.csv"
+    path.write_text(content, encoding="utf-8")
+    message = _load_error(path)
+    assert "column 'concept': missing from the header row" in message
+
+
+def test_csv_header_columns_are_taken_by_name():
+    entries = parse_concept_csv("url,concept\nhttp://x/7,cats\n,dogs\n", "c.csv")
+    assert entries == [ConceptEntry("cats", "http://x/7", 7), ConceptEntry("dogs")]
+    assert parse_concept_csv("Concept\ncats\n") == [ConceptEntry("cats")]
+    # no header: a first row of plain text whose link column is empty or a link is data
+    assert [e.concept for e in parse_concept_csv("cats,\ndogs,http://x/2\n")] == ["cats", "dogs"]
+    assert [e.ref for e in parse_concept_csv("cats,null\ndogs,http://x/2\n")] == ["null", "http://x/2"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "first"),
+    [
+        ("bom.csv", "concept,url\ncats,\n", "cats"),
+        ("bom_no_header.csv", "cats,\ndogs,\n", "cats"),
+        ("bom.txt", "cats\ndogs\n", "cats"),
+        ("bom.json", json.dumps([_np("3", "cats")]), "cats"),
+    ],
+)
+def test_utf8_bom_is_stripped_silently(tmp_path, name, content, first):
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + content.encode("utf-8"))
+    entries = concept_entries(ConceptListDataset(str(path)).load())
+    assert entries[0].concept == first and "\ufeff" not in entries[0].concept
+
+
+@pytest.mark.parametrize("name", ["latin1.csv", "latin1.txt", "latin1.json"])
+def test_non_utf8_file_is_one_line_naming_the_file(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes("concept\ncafé au lait\n".encode("latin-1"))
+    message = _load_error(path)
+    assert "not UTF-8 text (byte 0xe9 at offset 11)" in message

@@ -132,3 +132,21 @@ def test_provided_entry_errors_name_file_and_column(tmp_path):
         ProvidedTableDataset(schema="train_data", filepath=str(tmp_path / "nope.parquet")).load()
     with pytest.raises(DatasetError, match="schema"):
         ProvidedTableDataset(schema="preference_data")
+
+
+def test_unknown_latent_eval_categories_stop_both_catalog_entries(tmp_path):
+    """[D 30] through the catalog: ``latent_eval_data`` and ``provided_latent_eval_data`` refuse the file on load."""
+    _, test = make_released_frames()
+    test.loc[test["category"] == "hard negative", "category"] = "hard negative seen"
+    n_bad = int((test["category"] == "hard negative seen").sum())
+    path = tmp_path / "data.parquet"
+    test.to_parquet(path)
+    expected = f"{path}: column 'category': unexpected values 'hard negative seen' ({n_bad} rows)"
+    for dataset in (
+        ProtocolParquetDataset(schema="latent_eval_data", filepath=str(path)),
+        ProvidedTableDataset(schema="latent_eval_data", filepath=str(path)),
+    ):
+        with pytest.raises(ProtocolDataError) as info:
+            dataset.load()
+        assert isinstance(info.value, DatasetError) and str(info.value).startswith(expected)
+        assert "\n" not in str(info.value)

@@ -59,7 +59,7 @@ def test_wrong_dtype_and_values_fail():
     bad = train.assign(concept_id=train["concept_id"].astype(float))
     with pytest.raises(AxbenchDataError, match="train_data: column 'concept_id': expected int"):
         validate_table(bad, "train_data")
-    with pytest.raises(AxbenchDataError, match="column 'category': unexpected values \\['neutral'\\]"):
+    with pytest.raises(AxbenchDataError, match=r"column 'category': unexpected values 'neutral' \(24 rows\)"):
         validate_table(train.assign(category="neutral"), "train_data")
     with pytest.raises(AxbenchDataError, match="column 'concept_genre'"):
         validate_table(train.assign(concept_genre="poetry"), "train_data")
@@ -98,3 +98,23 @@ def test_count_mismatch_only_warns(caplog):
         assert not caplog.records
         assert not check_counts(train, "train_data", {"positive": 72, "pool": 72}, "t.parquet")
     assert "t.parquet" in caplog.text and "72" in caplog.text
+
+
+def test_latent_eval_categories_outside_the_schema_are_named_with_counts(tmp_path):
+    """[D 30]: one error naming the file, each unknown value and its row count; nothing dropped or relabelled."""
+    _, test = make_released_frames()
+    hard = test.index[test["category"] == "hard negative"]
+    test.loc[hard[:2], "category"] = "hard negative seen"
+    test.loc[hard[2:3], "category"] = "hard negative unseen"
+    path = tmp_path / "test" / "data.parquet"
+    path.parent.mkdir()
+    test.to_parquet(path)
+    with pytest.raises(AxbenchDataError) as info:
+        read_table(path, "latent_eval_data")
+    assert str(info.value) == (
+        f"{path}: column 'category': unexpected values 'hard negative seen' (2 rows), "
+        "'hard negative unseen' (1 row); allowed: 'hard negative', 'negative', 'positive'"
+    )
+    missing = test.assign(category=test["category"].where(test.index != 0, None))
+    with pytest.raises(AxbenchDataError, match=r"<missing> \(1 row\)"):
+        validate_table(missing, "latent_eval_data", "test.parquet")

@@ -22,7 +22,11 @@ from axbench_kedro.judges.parsing import PARSE_RULE, parse_rating
         ('Rating: *"2"*', 0.0, False),
         ("Rating: [[0]]", 0.0, True),
         ("Rating: [[-1]]", 0.0, False),
-        ("Rating: [[nan]]", 0.0, False),
+        ("Rating: [[nan]]", 0.0, False),  # §10.3 / [D 29]: NaN parses as a float; 0, counted
+        ("Rating: [[NaN]].", 0.0, False),
+        ("Rating: [[inf]]", 0.0, False),
+        ("Rating: [[-inf]]", 0.0, False),
+        ("Rating: [[Infinity]]", 0.0, False),
         ("Rating:\n[[1]]\nmore text", 1.0, True),
         ("", 0.0, False),
         (None, 0.0, False),

@@ -110,6 +110,12 @@ def test_imbalanced_pool_has_100_negatives_per_positive() -> None:
         ("Rating: [[3]]", -1.0),
         ("no rating here", -1.0),
         ("", -1.0),
+        # §10.3 / [D 29]: every non-finite parsed value is the failure value −1 (upstream kept NaN)
+        ("Rating: [[nan]]", -1.0),
+        ("Rating: [[NaN]]", -1.0),
+        ("Rating: [[inf]]", -1.0),
+        ("Rating: [[-inf]]", -1.0),
+        ('Rating: "Infinity"', -1.0),
     ],
 )
 def test_prompt_detection_parser(reply: str, rating: float) -> None:

@@ -91,3 +91,57 @@ def test_mean_roc_curve() -> None:
     assert tpr[50] == pytest.approx(0.5)  # perfect concept (1.0) and inverted concept (0.0) average to 0.5
     _, empty = mean_roc_curve([([1, 1], [0.1, 0.2])])
     assert np.isnan(empty).all()
+
+
+def test_unknown_categories_are_an_error_never_dropped() -> None:
+    """[D 30]: upstream's evaluators disagree on `hard negative seen` (AUROC: a negative; LatentStats: NaN label)."""
+    from axbench_kedro.errors import AxbenchDataError
+
+    cats = [*CATS[:4], "hard negative seen"]
+    with pytest.raises(AxbenchDataError) as info:
+        concept_metrics(SCORES, cats)
+    assert "unexpected values 'hard negative seen' (1 row)" in str(info.value)
+    with pytest.raises(AxbenchDataError, match="5 scores for 4 categories"):
+        concept_metrics(SCORES, CATS[:4])
+
+
+def _score_rows(ratings: list[float], categories: list[str], concept_id: int) -> dict[str, list]:
+    return {
+        "concept_id": [concept_id] * len(ratings),
+        "category": categories,
+        "max_act": ratings,
+    }
+
+
+def test_latent_metrics_count_prompt_parse_failures_per_concept_and_method() -> None:
+    """[D 29]: every unusable PromptDetection rating (unparsable, `[[nan]]`, `[[inf]]`, out of range) is −1 and
+    counted per concept and method; an activation method's −1 is a score, not a failure."""
+    import pandas as pd
+
+    from axbench_kedro.detection.summary import latent_metrics_frame
+    from axbench_kedro.errors import AxbenchDataError
+    from axbench_kedro.methods.prompt import parse_detection_rating
+
+    replies = ["Rating: [[2]]", "Rating: [[nan]]", "Rating: [[inf]]", "Rating: [[0]]", "Rating: [[-inf]]"]
+    ratings = [parse_detection_rating(r) for r in replies]
+    assert ratings == [2.0, -1.0, -1.0, 0.0, -1.0]
+    cats = ["positive", "positive", "negative", "negative", "hard negative"]
+    rows = []
+    for method, concept_scores in (("Prompt", {0: ratings, 1: [2.0, 2.0, 0.0, -1.0, 0.0]}),
+                                   ("DiffMean", {0: [-1.0, 0.5, -1.0, -2.0, 0.1]})):  # fmt: skip
+        for cid, scores in concept_scores.items():
+            frame = pd.DataFrame(_score_rows(scores, cats, cid))
+            rows.append(frame.assign(method=method, row_id=range(len(scores))))
+    latent_scores = pd.concat(rows, ignore_index=True)
+    metrics = latent_metrics_frame(latent_scores, pd.DataFrame(), 0).set_index(["method", "concept_id"])
+    assert metrics.loc[("Prompt", 0), "n_parse_failures"] == 3
+    assert metrics.loc[("Prompt", 1), "n_parse_failures"] == 1
+    assert metrics.loc[("DiffMean", 0), "n_parse_failures"] == 0
+    assert metrics["n_parse_failures"].dtype == "int64"
+    assert np.isfinite(metrics.loc[("Prompt", 0), "roc_auc"])  # −1 is a low score, never NaN
+
+    bad = latent_scores.assign(
+        category=latent_scores["category"].replace("hard negative", "hard negative seen")
+    )
+    with pytest.raises(AxbenchDataError, match=r"'hard negative seen' \(3 rows\)"):
+        latent_metrics_frame(bad, pd.DataFrame(), 0)

@@ -28,7 +28,7 @@ SIGNATURES = {c: set(words.split()) for c, words in CONCEPTS}
 
 def make_rater():
     """PromptDetection replies: 2 when a signature word of the concept is in the text, else 0; the first reply is
-    unparsable for PromptDetection (trailing dot: no strip) and must score -1."""
+    unparsable for PromptDetection (trailing dot: no strip) and the second is `[[nan]]` ([D 29]): both score -1."""
     calls = []
 
     def rate(body: dict) -> str:
@@ -38,6 +38,8 @@ def make_rater():
         calls.append(text)
         if len(calls) == 1:
             return "Hmm.\nRating: [[1.5]]."
+        if len(calls) == 2:
+            return "Undecided.\nRating: [[nan]]"
         hit = bool(SIGNATURES[concept] & set(re.findall(r"\w+", text)))
         return f"Looks {'clear' if hit else 'absent'}.\nRating: [[{2 if hit else 0}]]"
 
@@ -89,7 +91,7 @@ def test_latent_eval_end_to_end(trained) -> None:
     scores = catalog.load("latent_scores")
     metrics = catalog.load("latent_metrics")
     data = make_latent_eval_data(n_concepts=3, n_pos=4, n_neg=4, n_hard=1)
-    methods = ["DiffMean", "PCA", "LAT", "Probe", "ReFT-r1", "SSV", "SAE", "SAE-A", "BoW", "Prompt"]
+    methods = ["DiffMean", "PCA", "LAT", "Probe", "ReFT-r1", "SSV", "SAE", "SAE-A", "BoW", "Prompt", "Random"]
     assert set(scores["method"]) == set(methods)
     assert (scores.groupby("method").size() == len(data)).all()
     assert list(scores.columns[:7]) == ["concept_id", "row_id", "category", "method", "max_act", "max_act_idx",
@@ -99,7 +101,12 @@ def test_latent_eval_end_to_end(trained) -> None:
     assert set(prompt["max_act"]) <= {-1.0, 0.0, 2.0} and (prompt["max_act"] == -1).any()
     assert n_requests == len(data)
     usage = catalog.load("latent_eval_llm_usage")
-    assert int(usage["calls"].iloc[0]) == len(data) and int(usage["parse_failures"].iloc[0]) >= 1
+    assert int(usage["calls"].iloc[0]) == len(data) and int(usage["parse_failures"].iloc[0]) >= 2
+    assert prompt["max_act"].notna().all() and (prompt["max_act"] == -1).sum() >= 2  # `[[nan]]` → −1, not NaN
+    prompt_metrics = metrics[metrics["method"] == "Prompt"]
+    # counted per concept and method, the non-finite rating with the other parse failures
+    assert int(prompt_metrics["n_parse_failures"].sum()) == int(usage["parse_failures"].iloc[0])
+    assert (metrics.loc[metrics["method"] != "Prompt", "n_parse_failures"] == 0).all()
 
     assert set(METRIC_COLUMNS) <= set(metrics.columns)
     assert {"f1_imb", "precision_imb", "recall_imb", "auroc_imb"} <= set(metrics.columns)
@@ -128,7 +135,8 @@ def test_latent_eval_end_to_end(trained) -> None:
         )
 
     mags = catalog.load("max_activations")
-    assert set(mags["method"]) == {"DiffMean", "PCA", "LAT", "Probe", "ReFT-r1", "SSV", "SAE", "SAE-A"}
+    # the rank-1 methods and the Random control
+    assert set(mags["method"]) == set(methods) - {"BoW", "Prompt"}
     expected = scores[scores["method"] == "DiffMean"].groupby("concept_id")["max_act"].max()
     got = mags[mags["method"] == "DiffMean"].set_index("concept_id")
     assert np.allclose(got.loc[expected.index, "max_act"], expected)

@@ -255,6 +255,54 @@ def test_end_to_end_with_llm_judge(tiny_gemma3, tmp_path) -> None:
     pd.testing.assert_frame_equal(again["steering_summary"], out["steering_summary"])
 
 
+# ---- counts (§10.22) ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_counts_of_a_paper_grid_run_and_of_its_rerun(tiny_gemma3, tmp_path) -> None:
+    """§10.22 on the paper's grid (14 factors, 5 + 5 instructions): per concept and rank-1 method 140 generations
+    and 420 judge calls (so 500 × 420 = 210 000 per method and setting); Prompt: 10 and 30 [D 5]; a rerun with
+    unchanged inputs makes no LLM call and no generation."""
+    from axbench_kedro.config.steering_eval import PAPER_FACTORS
+
+    params = _params(
+        factors=PAPER_FACTORS,
+        instructions={"n_selection": 5, "n_test": 5},
+        generation={"max_new_tokens": 4, "batch_size": 64},
+        compute_perplexity=False,
+        n_resamples=20,
+    )
+    n_concepts = len(CONCEPTS)
+    with FakeOpenAIServer(reply_fn=_generator_reply) as gen, FakeOpenAIServer(reply_fn=_judge_reply) as judge:
+        out = _run(tiny_gemma3, tmp_path, gen, judge, params)
+        n_gen_calls, n_judge_calls = len(gen.requests), len(judge.requests)
+        n_generated = len(SQLiteCache(tmp_path / "gen.sqlite", "g"))
+        again = _run(tiny_gemma3, tmp_path, gen, judge, params)
+        assert len(gen.requests) == n_gen_calls and len(judge.requests) == n_judge_calls  # rerun: 0 LLM calls
+    assert len(SQLiteCache(tmp_path / "gen.sqlite", "g")) == n_generated  # rerun: 0 generations
+
+    gens = out["steering_generations"]
+    per_concept = gens.groupby(["method", "concept_id"]).size()
+    assert (per_concept.loc["DiffMean"] == 140).all()  # 14 factors × 10 instructions
+    assert (per_concept.loc["Prompt"] == 140).all()  # one row per factor, ...
+    distinct = gens.drop_duplicates(["method", "concept_id", "input_id", "steered_generation"])
+    units = distinct.groupby(["method", "concept_id"]).size()
+    assert (units.loc["Prompt"] == 10).all()  # ... one generation per instruction stands for all 14 [D 5]
+    assert (units.loc["DiffMean"] == 140).all()  # every steered text differs, so each one is judged
+    assert n_generated == n_concepts * (140 + 10)
+    assert n_gen_calls == n_concepts  # one P1 call per concept
+
+    assert n_judge_calls == 3 * n_concepts * (140 + 10)  # 420 per concept for DiffMean, 30 for Prompt
+    usage = out["steering_llm_usage"].set_index("stage")
+    assert usage.loc["steering_eval.judge", "calls"] == n_judge_calls
+    judged = out["judgements"]
+    fresh = judged[~judged["replica"]].groupby(["method", "concept_id"]).size()
+    assert (fresh.loc["DiffMean"] == 420).all() and (fresh.loc["Prompt"] == 30).all()
+    assert 500 * fresh.loc["DiffMean"].iloc[0] == 210_000  # paper scale, per method and setting
+    assert len(judged) == 3 * len(gens)
+
+    assert again["steering_llm_usage"]["calls"].sum() == 0
+    pd.testing.assert_frame_equal(again["steering_generations"], gens)
+
+
 # ---- instruction sampling (§10.14) -------------------------------------------------------------------------------
 def test_instruction_sampling_is_seeded_by_concept(tiny_gemma3) -> None:
     instructions = _instructions()
@@ -288,6 +336,44 @@ def test_magnitude_rule() -> None:
         magnitudes_for(get_method("DiffMean"), table, [0, 3])
     # methods defined with m = 1 need no entry
     assert magnitudes_for(get_method("Prompt"), table.iloc[:0], [5]) == {5: 1.0}
+
+
+def test_magnitude_example_10_12_through_the_max_activations_table(tiny_gemma3) -> None:
+    """§10.12 from latent scores to strengths: max-act 12.5 → m 12.5, f 2.0 → 25; max-act −3 or 0 → m 50 → 100."""
+    from axbench_kedro.detection.summary import magnitude_table
+
+    d = tiny_gemma3.d_model
+    w = torch.nn.functional.normalize(torch.randn(3, d, generator=torch.Generator().manual_seed(1)), dim=-1)
+    meta = {"status": "ok", "layer": LAYER, "concept_ids": [0, 1, 2], "method": "DiffMean", "d": d}
+    arts = {"DiffMean": MethodArtifact("DiffMean", {"weight": w, "bias": torch.zeros(3)}, meta)}
+    per_concept = {0: [12.5, 3.0, -1.0], 1: [-3.0, -7.5, -4.0], 2: [0.0, -2.0, 0.0]}  # maxima 12.5, −3, 0
+    latent_scores = pd.DataFrame(
+        [
+            {"concept_id": cid, "row_id": i, "category": "positive", "method": "DiffMean", "max_act": v}
+            for cid, values in per_concept.items()
+            for i, v in enumerate(values)
+        ]
+    )
+    table = magnitude_table(latent_scores, arts).set_index("concept_id")
+    assert table["max_act"].tolist() == [12.5, -3.0, 0.0]
+    assert table["magnitude_base"].tolist() == [12.5, 50.0, 50.0] and set(table["source"]) == {"latent_eval"}
+
+    params = _params(factors=[2.0])
+    (plan,) = steering_plans(
+        ["DiffMean"], arts, table.reset_index(), params, layer=LAYER, tm=tiny_gemma3, concept_ids=[0, 1, 2]
+    )
+    prompts = pd.DataFrame(
+        {
+            "dataset_name": "AlpacaEval",
+            "concept_id": [0, 1, 2],
+            "input_id": 0,
+            "input": "x",
+            "steered_input": "x",
+        }
+    )
+    units, rows = plan_units(plan, prompts, replicates=1)
+    assert rows.set_index("concept_id")["strength"].to_dict() == {0: 25.0, 1: 100.0, 2: 100.0}
+    assert units["strength"].tolist() == [25.0, 100.0, 100.0]  # what the intervention adds: h + strength·w
 
 
 def test_plans_check_layer_and_artifacts(tiny_gemma3) -> None:

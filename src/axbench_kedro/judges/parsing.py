@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = [
@@ -48,12 +49,14 @@ def _tail_after_last_marker(text: str) -> str | None:
 
 
 def _to_rating(candidate: str) -> float | None:
-    """Float in [0, 2] or None (parse error, NaN or out of range)."""
+    """Float in [0, 2] or None (parse error, NaN, ±inf or out of range)."""
     try:
         value = float(candidate)
     except ValueError:
         return None
-    if not _MIN_RATING <= value <= _MAX_RATING:  # also rejects NaN
+    if not math.isfinite(value):  # `[[nan]]` parses as a float: 0, counted [D 29]
+        return None
+    if not _MIN_RATING <= value <= _MAX_RATING:
         return None
     return value
 
@@ -63,7 +66,8 @@ def parse_rating(text: str | None) -> ParsedRating:
 
     The text after the last ``Rating:`` is stripped, cut to its first line, freed of every ``[`` and ``]``, then
     stripped one step after another of trailing dots, double quotes, single quotes, asterisks and whitespace.
-    A missing marker, a non-number or a value outside [0, 2] gives 0 with ``ok=False``.
+    A missing marker, a non-number, a non-finite value (``[[nan]]``) or a value outside [0, 2] gives 0 with
+    ``ok=False``.
 
     Args:
         text: the raw judge completion (None counts as empty).

@@ -21,6 +21,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
+from axbench_kedro.datagen.schemas import unknown_categories
+from axbench_kedro.errors import AxbenchDataError
+
 __all__ = [
     "POSITIVE",
     "NEGATIVE",
@@ -129,9 +132,18 @@ def concept_metrics(scores: Sequence[float] | np.ndarray, categories: Sequence[s
     Returns:
         A dict with :data:`METRIC_COLUMNS`; metrics that are undefined (no hard negatives, infinite Youden
         threshold, a missing class) are ``None``.
+
+    Raises:
+        AxbenchDataError: a category outside the three above (with each value's row count), or scores and
+            categories of different lengths; no row is ever dropped.
     """
     raw = np.asarray(scores, dtype=np.float64)
     cats = np.asarray(categories, dtype=object)
+    problem = unknown_categories(cats, (POSITIVE, NEGATIVE, HARD_NEGATIVE))
+    if problem:  # never drop or relabel rows silently [D 30]
+        raise AxbenchDataError(f"latent_scores: column 'category': {problem}")
+    if raw.shape != cats.shape:
+        raise AxbenchDataError(f"latent_scores: {raw.size} scores for {cats.size} categories")
     norm = minmax_normalise(raw)
     is_pos, is_neg, is_hard = cats == POSITIVE, cats == NEGATIVE, cats == HARD_NEGATIVE
     ordinary = is_pos | is_neg
