@@ -7,8 +7,9 @@ positions that predict response tokens.
 
 ``dtype`` lets the tail run in another precision than the model (e.g. bfloat16 on a CPU with AMX, several times
 faster than float32 there): the later blocks, the final norm and the head are then copied once in that dtype.
-The cross-entropy over the (262k-entry) vocabulary is computed in cache-sized vocabulary chunks
-(:func:`linear_cross_entropy`), so no ``[tokens, vocab]`` logits tensor is ever materialised.
+The cross-entropy over the (262k-entry) vocabulary and its gradient are computed together in one pass over
+vocabulary chunks (:func:`linear_cross_entropy`): no ``[tokens, vocab]`` logits tensor is ever materialised and no
+chunk of logits is computed twice (two head matrix products per step, as for plain full logits).
 
 Example:
     >>> tail = LMTail(tm, layer=9)
@@ -23,71 +24,113 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from axbench_kedro.lm.activations import decoder_layers
 from axbench_kedro.lm.types import TargetModel
 from axbench_kedro.methods.activations import LMBatch
 
-__all__ = ["LMTail", "linear_cross_entropy", "vocab_chunk"]
+__all__ = ["IGNORE_INDEX", "LMTail", "linear_cross_entropy", "vocab_chunk"]
+
+IGNORE_INDEX = -100  # label of a position without loss (as in ``F.cross_entropy``)
 
 
-class _LinearCrossEntropy(torch.autograd.Function):
-    """Per-row CE of ``softcap(hidden @ weight.T)`` against ``labels``, in vocabulary chunks, gradient for ``hidden``.
+def _fused_rows(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    softcap: float | None,
+    chunk: int,
+    need_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """CE of every row and (if ``need_grad``) d CE / d ``hidden``, float32, in one pass over vocabulary chunks.
 
-    The ``[N, vocab]`` logits are never materialised: the forward keeps a running log-sum-exp over vocabulary
-    chunks, the backward recomputes each chunk's logits (the head weight is read once per pass either way, and
-    nothing of size N × 262k ever has to leave the cache).
+    Online softmax: per row a running maximum ``m``, ``s = Σ exp(z − m)`` and ``acc = Σ exp(z − m)·z'·W`` (``z'`` the
+    soft-capping derivative ``1 − tanh²``, else 1) are rescaled whenever ``m`` grows. At the end ``lse = m + log s``
+    and ``d CE/d h = acc / s − z'_label · W_label``, which is ``(softmax − onehot)·z' @ W``.
+    """
+    n, d = hidden.shape
+    dev = hidden.device
+    m = torch.full((n,), float("-inf"), device=dev)
+    s = torch.zeros(n, device=dev)
+    picked = torch.zeros(n, device=dev)
+    acc = torch.zeros(n, d, device=dev) if need_grad else None
+    for start in range(0, weight.shape[0], chunk):
+        w = weight[start : start + chunk]
+        # the same logits as F.linear(hidden, weight).float(), one chunk of columns
+        z = (hidden @ w.T).float()
+        t = None
+        if softcap is not None:
+            t = z.div_(softcap).tanh_()
+            z = t * softcap
+        inside = (labels >= start) & (labels < start + w.shape[0])
+        at_label = z.gather(1, (labels - start).clamp(0, w.shape[0] - 1)[:, None])[:, 0]
+        picked = torch.where(inside, at_label, picked)
+        m_new = torch.maximum(m, z.amax(dim=1))
+        alpha = torch.exp(m - m_new)  # rescales what was summed under the old maximum (0 on the first chunk)
+        p = z.sub_(m_new[:, None]).exp_()
+        s = s.mul_(alpha).add_(p.sum(dim=1))
+        m = m_new
+        if acc is not None:
+            if t is not None:
+                p.mul_(t.square_().neg_().add_(1.0))
+            acc.mul_(alpha[:, None])
+            if w.dtype == torch.float32:
+                acc.addmm_(p, w)
+            else:
+                acc.add_((p.to(w.dtype) @ w).float())
+    loss = m + s.log() - picked
+    if acc is None:
+        return loss, None
+    grad = acc.div_(s[:, None])
+    at_label_w = weight[labels].float()
+    if softcap is not None:
+        at_label_w.mul_((1.0 - (picked / softcap).square())[:, None])
+    return loss, grad.sub_(at_label_w)
+
+
+class _FusedLinearCrossEntropy(torch.autograd.Function):
+    """Per-row CE of ``softcap(hidden @ weight.T)`` against ``labels`` and its gradient for ``hidden``, fused.
+
+    The forward computes each vocabulary chunk's logits once and takes from them both the loss and the gradient
+    w.r.t. ``hidden`` (kept, ``[N, d]`` float32); the backward only scales that gradient by ``grad_output``.
+    Rows labelled ``ignore_index`` are left out of the head products (loss 0, gradient 0).
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, labels, softcap, chunk):  # type: ignore[no-untyped-def]
+    def forward(ctx, hidden, weight, labels, softcap, chunk, ignore_index, need_grad):  # type: ignore[no-untyped-def]
         n = hidden.shape[0]
-        lse = torch.full((n,), float("-inf"), device=hidden.device)
-        picked = torch.zeros(n, device=hidden.device)
-        for start in range(0, weight.shape[0], chunk):
-            logits = _chunk_logits(hidden, weight[start : start + chunk], softcap)
-            lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=1))
-            inside = (labels >= start) & (labels < start + logits.shape[1])
-            if inside.any():
-                rows = inside.nonzero()[:, 0]
-                picked[rows] = logits[rows, labels[rows] - start]
-        ctx.save_for_backward(hidden, weight, labels, lse)
-        ctx.softcap, ctx.chunk = softcap, chunk
-        return lse - picked
+        loss = torch.zeros(n, device=hidden.device)
+        grad = torch.zeros(hidden.shape, device=hidden.device) if need_grad else None
+        keep = (labels != ignore_index).nonzero()[:, 0]
+        if keep.numel():
+            if keep.numel() == n:
+                h, lab = hidden, labels
+            else:
+                h, lab = hidden[keep], labels[keep]
+            if int(lab.min()) < 0 or int(lab.max()) >= weight.shape[0]:
+                raise IndexError(f"labels must be in [0, {weight.shape[0]}) or {ignore_index}")
+            rows_loss, rows_grad = _fused_rows(h, weight, lab, softcap, chunk, need_grad)
+            if keep.numel() == n:
+                loss, grad = rows_loss, rows_grad
+            else:
+                loss[keep] = rows_loss
+                if grad is not None:
+                    grad[keep] = rows_grad
+        if grad is not None:
+            ctx.save_for_backward(grad)
+        ctx.hidden_dtype = hidden.dtype
+        return loss
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):  # type: ignore[no-untyped-def]
-        hidden, weight, labels, lse = ctx.saved_tensors
-        scale = grad_out.float()[:, None]
-        grad = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
-        for start in range(0, weight.shape[0], ctx.chunk):
-            w = weight[start : start + ctx.chunk]
-            raw = (hidden @ w.T).float()
-            if ctx.softcap is not None:
-                t = torch.tanh(raw / ctx.softcap)
-                g = torch.exp(t * ctx.softcap - lse[:, None])
-            else:
-                g = torch.exp(raw - lse[:, None])
-            inside = (labels >= start) & (labels < start + w.shape[0])
-            if inside.any():
-                rows = inside.nonzero()[:, 0]
-                g[rows, labels[rows] - start] -= 1.0
-            g.mul_(scale)
-            if ctx.softcap is not None:
-                g.mul_(1.0 - t * t)
-            grad += (g.to(weight.dtype) @ w).float()
-        return grad.to(hidden.dtype), None, None, None, None
-
-
-def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, softcap: float | None) -> torch.Tensor:
-    logits = (h @ weight.T).float()
-    if softcap is not None:
-        logits = torch.tanh(logits / softcap) * softcap
-    return logits
+        (grad,) = ctx.saved_tensors
+        return (grad * grad_out.float()[:, None]).to(ctx.hidden_dtype), None, None, None, None, None, None
 
 
 def vocab_chunk(n_rows: int, vocab: int, device: torch.device) -> int:
-    """Vocabulary columns per chunk: ~1M logits on CPU (stays in cache: ~4x faster than big chunks), ~64M on GPU."""
+    """Vocabulary columns per chunk: ~1M logits on CPU (a chunk stays in cache), ~64M on GPU."""
     target = 2**26 if device.type == "cuda" else 2**20
     return int(min(vocab, max(256, (target // max(n_rows, 1)) // 256 * 256)))
 
@@ -98,14 +141,29 @@ def linear_cross_entropy(
     labels: torch.Tensor,
     softcap: float | None = None,
     chunk: int | None = None,
+    ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
-    """Per-row ``F.cross_entropy(softcap(hidden @ weight.T).float(), labels, reduction="none")``, chunked.
+    """Per-row ``F.cross_entropy(softcap(hidden @ weight.T).float(), labels, reduction="none")``, chunked and fused.
 
-    ``weight`` is treated as frozen (no gradient); ``hidden`` gets the exact gradient. ``chunk`` = vocabulary
-    columns per chunk (default :func:`vocab_chunk`).
+    Args:
+        hidden: ``[N, d]`` final hidden states (gets the exact gradient).
+        weight: ``[vocab, d]`` LM head, frozen (must not require a gradient).
+        labels: ``[N]`` target token ids; ``ignore_index`` rows get loss 0 and gradient 0.
+        softcap: Gemma's ``final_logit_softcapping`` (``None``: none).
+        chunk: vocabulary columns per chunk (default :func:`vocab_chunk`).
+        ignore_index: label of rows without loss.
+
+    Returns:
+        ``[N]`` float32 losses. The gradient w.r.t. ``hidden`` is computed in this forward call, chunk by chunk,
+        when ``hidden`` requires one; the backward only scales it.
     """
-    chunk = chunk or vocab_chunk(hidden.shape[0], weight.shape[0], hidden.device)
-    return _LinearCrossEntropy.apply(hidden, weight, labels, softcap, chunk)
+    if weight.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "linear_cross_entropy treats the head as frozen: pass a weight without requires_grad"
+        )
+    chunk = chunk or vocab_chunk(int((labels != ignore_index).sum()), weight.shape[0], hidden.device)
+    need_grad = torch.is_grad_enabled() and hidden.requires_grad  # else only the loss (one head product)
+    return _FusedLinearCrossEntropy.apply(hidden, weight, labels, softcap, chunk, ignore_index, need_grad)
 
 
 class _PassThrough(nn.Module):
