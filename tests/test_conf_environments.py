@@ -196,7 +196,7 @@ def test_demo_environment_is_the_shrunken_embedded_run() -> None:
     assert (datagen.prompt_style, datagen.max_concepts, datagen.latent_negative_counts) == (
         "base",
         4,
-        {"text": 4, "math": 1, "code": 1},
+        {"text": 22, "math": 1, "code": 1},
     )
     training = TrainingParams.model_validate(params["training"])
     assert (training.method_params("Probe").lr, training.method_params("ReFT-r1").lr) == (5e-3, 1e-2)
@@ -204,7 +204,7 @@ def test_demo_environment_is_the_shrunken_embedded_run() -> None:
     latent = LatentEvalParams.model_validate(params["latent_eval"])
     assert (latent.prompt_detection.max_new_tokens, latent.prompt_detection.temperature) == (4, 1.0)
     steering = SteeringEvalParams.model_validate(params["steering_eval"])
-    assert steering.factors == [0.1, 0.2, 0.4] and steering.judge.kind == "proxy"
+    assert steering.factors == [0.05, 0.1, 0.2] and steering.judge.kind == "proxy"
     assert (steering.generation.max_new_tokens, steering.generation.top_k) == (20, 50)  # top_k from base
     assert steering.judge.proxy.fluency_perplexity == (50.0, 200.0)
 

@@ -372,7 +372,7 @@ def test_conf_parameters_and_catalog(env):
         assert catalog[name]["filepath"].startswith("data/02_intermediate/")
     if env == "demo":
         assert params.prompt_style == "base" and params.max_concepts == 4
-        assert params.latent_negative_counts == {"text": 4, "math": 1, "code": 1}
+        assert params.latent_negative_counts == {"text": 22, "math": 1, "code": 1}
     else:
         assert params.prompt_style == "chat" and params.max_concepts == 500
         assert (params.num_of_examples, params.latent_num_of_examples, params.output_length) == (144, 36, 128)
