@@ -87,10 +87,37 @@ def test_fluency_follows_perplexity_thresholds(embedder, tiny_gemma3) -> None:
     flu = out[out["criterion"] == "fluency"].set_index("factor")["rating"]
     best = int(np.argmin(ppl))
     assert flu[float(best)] == 2.0 and flu[float(1 - best)] == 0.0
-    # a stored perplexity is reused instead of recomputed
-    gens["perplexity"] = [1.0, 1e6]
+    # a stored perplexity_conditional is reused instead of recomputed
+    gens["perplexity_conditional"] = [1.0, 1e6]
     flu2 = judge.judge(gens, prompts).query("criterion == 'fluency'").set_index("factor")["rating"]
     assert flu2.tolist() == [2.0, 0.0]
+    # upstream's whole-sequence `perplexity` is never read [D 28]: swapping it changes nothing
+    gens["perplexity"] = [1e6, 1.0]
+    flu3 = judge.judge(gens, prompts).query("criterion == 'fluency'").set_index("factor")["rating"]
+    assert flu3.tolist() == [2.0, 0.0]
+    gens = gens.drop(columns="perplexity_conditional")
+    flu4 = judge.judge(gens, prompts).query("criterion == 'fluency'").set_index("factor")["rating"]
+    assert flu4[float(best)] == 2.0 and flu4[float(1 - best)] == 0.0  # recomputed conditional, as before
+
+
+def test_stored_perplexities_leave_the_proxy_ratings_unchanged(embedder, tiny_gemma3) -> None:
+    """Generation rows carrying both perplexities are rated exactly as rows carrying none (the proxy then computes the
+    conditional value itself, its behaviour before D28's split): fluency reads ``perplexity_conditional`` only."""
+    from axbench_kedro.lm.chat import format_prompt
+    from axbench_kedro.lm.scoring import perplexities, sequence_perplexities
+
+    texts = ["the cat sat on the mat and looked at the sky", "dog blue if when seven computer happy"]
+    gens, prompts = _frames(texts, "cats", "Tell me about cats.")
+    tok = tiny_gemma3.tokenizer
+    cond = perplexities(tiny_gemma3, [format_prompt(tok, "Tell me about cats.")] * 2, texts, 2)
+    seq = sequence_perplexities(tiny_gemma3, texts, 2)
+    lo, hi = sorted(cond)
+    judge = ProxyJudge(
+        tiny_gemma3, ProxyJudgeParams(fluency_perplexity=(lo, (lo + hi) / 2)), embedder=embedder
+    )
+    bare = judge.judge(gens, prompts)
+    stored = judge.judge(gens.assign(perplexity=seq, perplexity_conditional=cond), prompts)
+    pd.testing.assert_frame_equal(stored, bare)
 
 
 def test_threshold_mapping_and_loop_ratio() -> None:

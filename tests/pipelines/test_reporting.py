@@ -62,7 +62,7 @@ def test_pipeline_wiring_reads_protocol_inputs() -> None:
     assert {
         "concepts_meta", "latent_metrics", "latent_scores", "steering_scores", "steering_selection",
         "steering_summary", "judgements", "datagen_llm_usage", "latent_eval_llm_usage", "steering_llm_usage",
-        "params:run", "params:reporting", "results_across_settings",
+        "params:run", "params:reporting", "results_across_settings", "prompt_steering_texts",
     } == pipe.inputs()  # fmt: skip
     assert {"leaderboard", "leaderboard_table", "leaderboard_markdown", "detection_table", "run_card",
             "mean_roc_plot", "score_vs_factor_plot", "auroc_vs_score_plot"} <= pipe.all_outputs()  # fmt: skip
@@ -89,6 +89,7 @@ def test_reporting_run_rerun_and_load_versions(project: Path) -> None:
     assert not labels.loc[("DiffMean", "Avg"), "comparable"]
     card = _only(project, "run_card.md").read_text()
     assert f"| {OTHER_SETTING} | steering_selection |" in card
+    assert "| max_tokens | none (no cap, as upstream) |" in card  # P1 replies read from the catalog [D 31]
     # Wall times are logged by the hooks, outside the graph: the card read from the catalog has no such section.
     assert "## Wall time per pipeline" not in card
 

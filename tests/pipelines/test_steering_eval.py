@@ -181,6 +181,8 @@ def test_end_to_end_with_llm_judge(tiny_gemma3, tmp_path) -> None:
         and not texts.loc[0, "is_fallback"]
     )
     assert texts.loc[1, "is_fallback"] and "astronomy and stars" in texts.loc[1, "text"]
+    assert (texts["finish_reason"] == "stop").all() and not texts["truncated"].any()  # [D 31]
+    assert texts["max_tokens"].tolist() == [30, 30]
 
     prompts = out["steering_prompts"]
     assert len(prompts) == 2 * 4 * 3
@@ -201,6 +203,7 @@ def test_end_to_end_with_llm_judge(tiny_gemma3, tmp_path) -> None:
     per_instruction = pr.groupby(["concept_id", "input_id"])["steered_generation"].nunique()
     assert (per_instruction == 1).all()  # one sample per instruction stands for every factor
     assert gens["n_new_tokens"].between(1, 6).all() and gens["perplexity"].notna().all()
+    assert gens["perplexity_conditional"].notna().all()  # [D 28]
 
     # 3 independent judge calls per distinct generation (DiffMean 24, Prompt 8 shared by its factor rows).
     distinct = gens.drop_duplicates(["method", "concept_id", "input_id", "steered_generation"])

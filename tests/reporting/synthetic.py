@@ -192,6 +192,26 @@ def llm_usage(stage: str, calls: int = 10) -> pd.DataFrame:
     )
 
 
+def prompt_steering_texts(
+    n_concepts: int = 4, max_tokens: int | None = None, cut: tuple[int, ...] = ()
+) -> pd.DataFrame:
+    """``prompt_steering_texts`` (§1.10, P1 replies): concepts in ``cut`` stopped at the token cap."""
+    return pd.DataFrame(
+        {
+            "concept_id": np.arange(n_concepts, dtype="int64"),
+            "text": [f"Always mention concept {c}." for c in range(n_concepts)],
+            "is_fallback": False,
+            "finish_reason": pd.array(
+                ["length" if c in cut else "stop" for c in range(n_concepts)], dtype="string"
+            ),
+            "truncated": [c in cut for c in range(n_concepts)],
+            "max_tokens": pd.array([max_tokens] * n_concepts, dtype="Int64"),
+            "template_sha256": "p1" + "0" * 62,
+            "model": "gpt-4o-mini-2024-07-18",
+        }
+    )
+
+
 def upstream(
     setting: str, *, n_concepts: int = 4, seed: int = 0, offset: float = 0.0
 ) -> dict[str, pd.DataFrame]:
@@ -209,4 +229,5 @@ def upstream(
         "datagen_llm_usage": llm_usage("datagen"),
         "latent_eval_llm_usage": llm_usage("latent_eval", 0),
         "steering_llm_usage": llm_usage("steering_eval", 20),
+        "prompt_steering_texts": prompt_steering_texts(n_concepts),
     }

@@ -145,3 +145,36 @@ def test_controls_are_labelled_in_the_method_list() -> None:
     assert "| methods | DiffMean, Random (control) |" in card
     assert "not methods of the AxBench paper" in card
     assert "(control)" not in _card()  # no control, no note
+
+
+def test_probe_loss_form_is_stated_when_probe_is_reported() -> None:
+    """D33: the Probe's loss form comes from its class (``report_note``, read through the registry)."""
+    from axbench_kedro.methods import get_method
+
+    card = _card(methods=["DiffMean", "Probe", "Prompt"])
+    notes = card.split("## Method notes", 1)[1].split("\n## ", 1)[0]
+    assert "- **Probe**: loss = binary_cross_entropy_with_logits (numerically stable)" in notes
+    assert "sigmoid then BCELoss" in notes
+    assert get_method("Probe").report_note.split(";")[0] in notes
+    assert "DiffMean" not in notes  # methods without a note are not listed
+    assert "## Method notes" not in _card()  # no Probe, no note
+
+
+def test_p1_cap_is_labelled_and_cut_replies_are_counted() -> None:
+    """D31: no cap by default (stated as upstream's); a cap is labelled and the cut replies are counted by concept."""
+    free = _card(prompt_steering_texts=synthetic.prompt_steering_texts(4))
+    section = free.split("## Prompt baseline instruction (P1)", 1)[1].split("\n## ", 1)[0]
+    assert "| max_tokens | none (no cap, as upstream) |" in section
+    assert "| cut at the token cap (finish reason length) | 0 of 4 |" in section
+    assert "Capped P1" not in free
+
+    capped = _card(prompt_steering_texts=synthetic.prompt_steering_texts(4, max_tokens=40, cut=(1, 3)))
+    section = capped.split("## Prompt baseline instruction (P1)", 1)[1].split("\n## ", 1)[0]
+    assert "| max_tokens | 40 |" in section
+    assert "| cut at the token cap (finish reason length) | 2 of 4: concept_id 1, 3 |" in section
+    assert "**Capped P1 replies**: the steering-instruction call ran with max_tokens = 40" in section
+
+    old = synthetic.prompt_steering_texts(2).drop(columns=["finish_reason", "truncated", "max_tokens"])
+    section = _card(prompt_steering_texts=old).split("## Prompt baseline instruction (P1)", 1)[1]
+    assert "| max_tokens | n/a (not recorded) |" in section
+    assert "n/a (no prompt_steering_texts)" in _card()

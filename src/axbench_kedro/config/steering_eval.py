@@ -76,7 +76,8 @@ class PromptSteeringParams(StrictModel):
     Attributes:
         template: prompt template name under ``conf/base/prompts``.
         temperature: generator temperature (protocol 1.0).
-        max_tokens: reply cap.
+        max_tokens: reply cap; ``None`` (default) = no cap, as upstream [D 31]. A cap saves cost; replies cut at
+            it are kept, counted and logged, and the run card labels the run as capped.
         fallback: text used when the reply is empty; ``{concept}`` is filled with the concept.
         first_line_only: keep only the reply's first non-empty line (completion-style templates for base models
             go on writing further entries); the protocol keeps the whole stripped reply.
@@ -84,7 +85,7 @@ class PromptSteeringParams(StrictModel):
 
     template: str = "prompt_steering_instruction"
     temperature: float = Field(default=1.0, ge=0.0)
-    max_tokens: int | None = Field(default=256, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
     fallback: str = DEFAULT_PROMPT_FALLBACK
     first_line_only: bool = False
 

@@ -39,6 +39,9 @@ class TrainingParams(StrictModel):
         (``None`` = the model's; ``bfloat16`` on a CPU with AMX is several times faster than float32).
     concept_group_size: concepts trained together (one forward pass for their activations; SSV / ReFT-r1 steps
         run all of them in one batch, each concept still optimised on its own).
+    append_eot_to_targets: append the chat template's turn end (Gemma ``<end_of_turn>\\n``, two tokens) to every
+        LM-objective target (SSV, ReFT-r1), as upstream's June code did without ``keep_orig_axbench_format``;
+        ``False`` (default) keeps the Feb/paper targets ``{output}`` exactly (protocol §3.0, §9 decision 2).
     use_cache: reuse per-concept results whose inputs are unchanged (content-keyed store).
     """
 
@@ -50,6 +53,7 @@ class TrainingParams(StrictModel):
     sae_width: int | None = Field(None, ge=1)
     lm_objective_dtype: Literal["float32", "bfloat16", "float16"] | None = None
     concept_group_size: int = Field(4, ge=1)
+    append_eot_to_targets: bool = False
     use_cache: bool = True
 
     @field_validator("methods")

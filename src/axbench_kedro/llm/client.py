@@ -151,6 +151,7 @@ class LLMClient:
                 output_tokens=int(value["output_tokens"]),
                 cached=True,
                 model=value.get("model", self.model),
+                finish_reason=value.get("finish_reason"),
             )
         todo: dict[str, LLMRequest] = {}
         for key, req in zip(keys, reqs, strict=True):
@@ -169,7 +170,7 @@ class LLMClient:
             if key in fresh_keys:
                 fresh_keys.discard(key)  # the first occurrence is the call; repeats are served like hits
             elif not reply.cached:
-                reply = LLMResponse(reply.text, reply.input_tokens, reply.output_tokens, True, reply.model)
+                reply = replace(reply, cached=True)
             out.append(reply)
         return out
 
@@ -251,6 +252,7 @@ class LLMClient:
                         "input_tokens": resp.input_tokens,
                         "output_tokens": resp.output_tokens,
                         "model": resp.model,
+                        "finish_reason": resp.finish_reason,
                     }
                 self.cache.put_many(rows)  # written at once: a killed run keeps every finished reply
                 bar.update(len(batch))

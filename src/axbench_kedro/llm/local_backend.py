@@ -137,6 +137,7 @@ class LocalBackend:
             groups.setdefault(self._group_key(req), []).append(i)
         texts: list[str] = [""] * len(requests)
         new_tokens: list[int] = [0] * len(requests)
+        finish: list[str | None] = [None] * len(requests)
         with self._lock:
             for key, rows in groups.items():
                 group_prompts = [prompts[i] for i in rows]
@@ -157,6 +158,7 @@ class LocalBackend:
                 for i, gen in zip(rows, gens, strict=True):
                     texts[i] = gen.text
                     new_tokens[i] = int(gen.n_new_tokens)
+                    finish[i] = gen.finish_reason
         return [
             LLMResponse(
                 text=texts[i],
@@ -164,6 +166,7 @@ class LocalBackend:
                 output_tokens=new_tokens[i],
                 cached=False,
                 model=self.model,
+                finish_reason=finish[i],
             )
             for i in range(len(requests))
         ]

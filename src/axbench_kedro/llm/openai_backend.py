@@ -219,8 +219,10 @@ class OpenAICompatibleBackend:
         """Read an OpenAI-shaped body; anything unreadable is a transient ``malformed`` error."""
         try:
             body = json.loads(raw)
-            message = body["choices"][0]["message"]
+            choice = body["choices"][0]
+            message = choice["message"]
             text = message.get("content") or ""
+            finish_reason = choice.get("finish_reason")
             usage = body.get("usage") or {}
             input_tokens = int(usage.get("prompt_tokens") or 0)
             output_tokens = int(usage.get("completion_tokens") or 0)
@@ -231,7 +233,12 @@ class OpenAICompatibleBackend:
         if not isinstance(text, str):
             raise TransientLLMError("malformed reply (content is not text)", status="malformed")
         return LLMResponse(
-            text=text, input_tokens=input_tokens, output_tokens=output_tokens, cached=False, model=model
+            text=text,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached=False,
+            model=model,
+            finish_reason=str(finish_reason) if finish_reason is not None else None,
         )
 
 

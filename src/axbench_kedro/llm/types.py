@@ -83,6 +83,9 @@ class LLMResponse:
         output_tokens: generated tokens billed.
         cached: ``True`` when it came from the persistent cache (no call was made, cost 0).
         model: the model id that produced it.
+        finish_reason: why generation stopped, as the backend reports it: ``stop`` (natural end), ``length`` (cut at
+            ``max_tokens`` or the backend's default cap), another server value (e.g. ``content_filter``), or
+            ``None`` when unknown (a reply cached before finish reasons were recorded, a server that omits it).
     """
 
     text: str
@@ -90,6 +93,12 @@ class LLMResponse:
     output_tokens: int
     cached: bool
     model: str
+    finish_reason: str | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """``True`` when the reply was cut at the token cap (``finish_reason == "length"``)."""
+        return self.finish_reason == "length"
 
 
 @runtime_checkable

@@ -23,6 +23,7 @@ __all__ = [
     "chat_prefix_length",
     "chat_suffix_length",
     "stop_token_ids",
+    "turn_end_suffix",
 ]
 
 # Gemma turn format: `<start_of_turn>{role}\n{content|trim}<end_of_turn>\n`, the assistant role is called
@@ -147,6 +148,21 @@ def chat_suffix_length(tokenizer: Any) -> int:
     """S: number of trailing tokens every templated user turn shares (Gemma: ``<end_of_turn> \\n`` → 2)."""
     ensure_chat_template(tokenizer)
     return _prefix_suffix(_Ref(tokenizer), str(tokenizer.chat_template))[1]
+
+
+def turn_end_suffix(tokenizer: Any) -> str:
+    """The text the chat template closes a model turn with (Gemma: ``<end_of_turn>\\n``, two tokens).
+
+    This is the suffix upstream's June code appends to LM-objective targets unless ``keep_orig_axbench_format`` is
+    set (``training.append_eot_to_targets``, protocol §9 decision 2).
+    """
+    marker = "AXBENCHTURNENDMARKER"
+    text = _template(
+        tokenizer,
+        [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}],
+        False,
+    )
+    return text[text.rindex(marker) + len(marker) :]
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:

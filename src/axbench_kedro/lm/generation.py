@@ -159,14 +159,17 @@ def run_generation(
 
 
 def _finish(tokenizer: object, ids: list[int], stops: list[int]) -> Generation:
-    """Cut at the first stop token (counted as generated) and decode without special tokens."""
-    n = len(ids)
+    """Cut at the first stop token (counted as generated) and decode without special tokens.
+
+    Without a stop token the row ran to ``max_new_tokens``: its finish reason is ``length``.
+    """
+    n, reason = len(ids), "length"
     for pos, token in enumerate(ids):
         if token in stops:
-            n = pos + 1
+            n, reason = pos + 1, "stop"
             break
     text = tokenizer.decode(ids[:n], skip_special_tokens=True)  # type: ignore[attr-defined]
-    return Generation(text=text, n_new_tokens=n)
+    return Generation(text=text, n_new_tokens=n, finish_reason=reason)
 
 
 def generate_greedy(

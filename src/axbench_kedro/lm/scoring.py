@@ -1,8 +1,19 @@
-"""Perplexity of a continuation given a prompt; the LM head runs only where a continuation token is predicted.
+"""Perplexities under the unsteered model; the LM head runs only where a scored token is predicted.
+
+* :func:`perplexities` / :func:`continuation_logprobs`: a continuation given a prompt (the project's
+  ``perplexity_conditional``, protocol §5.9 [D 28]).
+* :func:`sequence_perplexities`: a whole text re-tokenized with BOS, every token after the first scored (upstream's
+  ``perplexity``); :func:`decoded_sequence` builds that text the upstream way (prompt + generation decoded with
+  special tokens skipped).
+
+Every batch is one forward pass over right-padded rows: a causal model never attends to the padding after a row,
+so each row is scored as if it were alone (unpadded).
 
 Example:
     >>> perplexities(tm, [format_prompt(tok, "Hi")], ["Hello there."], batch_size=8)
     [153.2]
+    >>> sequence_perplexities(tm, [decoded_sequence(tok, format_prompt(tok, "Hi"), "Hello there.")], batch_size=8)
+    [412.7]
 """
 
 from __future__ import annotations
@@ -17,7 +28,13 @@ from tqdm.auto import tqdm
 from axbench_kedro.lm.activations import decoder_module
 from axbench_kedro.lm.types import TargetModel
 
-__all__ = ["perplexities", "continuation_logprobs"]
+__all__ = [
+    "perplexities",
+    "continuation_logprobs",
+    "decoded_sequence",
+    "sequence_logprobs",
+    "sequence_perplexities",
+]
 
 _HEAD_CHUNK = 512  # positions per LM-head call (bounds the [positions, vocab] logits buffer)
 
@@ -33,6 +50,56 @@ def _head_logprobs(model: Any, hidden: torch.Tensor, targets: torch.Tensor) -> t
         logp = torch.log_softmax(logits, dim=-1)
         out.append(logp.gather(-1, targets[start : start + _HEAD_CHUNK, None]).squeeze(-1))
     return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def _token_logprobs(
+    tm: TargetModel, seqs: Sequence[Sequence[int]], starts: Sequence[int], batch_size: int
+) -> list[list[float]]:
+    """log p(seq[pos] | seq[:pos]) for every ``pos`` in ``[starts[i], len(seq))`` of each sequence.
+
+    Rows are sorted by length and scored in right-padded batches, one forward pass per batch; a row's scores do
+    not depend on the other rows of its batch (causal attention, padding after the row).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    tok = tm.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    body = decoder_module(tm.model)  # embeddings + blocks + final norm, no LM head
+    results: list[list[float]] = [[] for _ in seqs]
+    with tqdm(total=len(seqs), desc="perplexity", unit="row", disable=not seqs) as bar:
+        for first in range(0, len(order), batch_size):
+            rows = [i for i in order[first : first + batch_size] if len(seqs[i]) > max(starts[i], 1)]
+            bar.update(min(batch_size, len(order) - first))
+            if not rows:
+                continue
+            width = max(len(seqs[i]) for i in rows)
+            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            b_idx, t_idx, targets, owner = [], [], [], []
+            for b, i in enumerate(rows):
+                seq = seqs[i]
+                ids[b, : len(seq)] = torch.tensor(list(seq))
+                mask[b, : len(seq)] = 1
+                for pos in range(max(starts[i], 1), len(seq)):  # predict seq[pos] from position pos-1
+                    b_idx.append(b)
+                    t_idx.append(pos - 1)
+                    targets.append(seq[pos])
+                    owner.append(i)
+            with torch.no_grad():
+                hidden = body(
+                    input_ids=ids.to(tm.device), attention_mask=mask.to(tm.device), use_cache=False
+                ).last_hidden_state
+                picked = hidden[torch.tensor(b_idx, device=tm.device), torch.tensor(t_idx, device=tm.device)]
+                logp = _head_logprobs(tm.model, picked, torch.tensor(targets, device=tm.device)).tolist()
+            for i, lp in zip(owner, logp, strict=True):
+                results[i].append(lp)
+    return results
+
+
+def _perplexity(logprobs: Sequence[float]) -> float:
+    """``exp(mean NLL)``; ``nan`` without a scored token."""
+    return math.exp(-sum(logprobs) / len(logprobs)) if logprobs else float("nan")
 
 
 def continuation_logprobs(
@@ -51,46 +118,52 @@ def continuation_logprobs(
     p_ids = tok(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
     c_ids = tok(list(continuations), add_special_tokens=False)["input_ids"] if prompts else []
     seqs = [list(p) + list(c) for p, c in zip(p_ids, c_ids, strict=True)]
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    body = decoder_module(tm.model)  # embeddings + blocks + final norm, no LM head
-    results: list[list[float]] = [[] for _ in seqs]
-    with tqdm(total=len(seqs), desc="perplexity", unit="row", disable=not seqs) as bar:
-        for first in range(0, len(order), batch_size):
-            rows = [i for i in order[first : first + batch_size] if len(seqs[i]) >= 2]
-            bar.update(min(batch_size, len(order) - first))
-            if not rows:
-                continue
-            width = max(len(seqs[i]) for i in rows)
-            ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            b_idx, t_idx, targets, owner = [], [], [], []
-            for b, i in enumerate(rows):
-                seq = seqs[i]
-                ids[b, : len(seq)] = torch.tensor(seq)
-                mask[b, : len(seq)] = 1
-                for pos in range(max(len(p_ids[i]), 1), len(seq)):  # predict seq[pos] from position pos-1
-                    b_idx.append(b)
-                    t_idx.append(pos - 1)
-                    targets.append(seq[pos])
-                    owner.append(i)
-            if not targets:
-                continue
-            with torch.no_grad():
-                hidden = body(
-                    input_ids=ids.to(tm.device), attention_mask=mask.to(tm.device), use_cache=False
-                ).last_hidden_state
-                picked = hidden[torch.tensor(b_idx, device=tm.device), torch.tensor(t_idx, device=tm.device)]
-                logp = _head_logprobs(tm.model, picked, torch.tensor(targets, device=tm.device)).tolist()
-            for i, lp in zip(owner, logp, strict=True):
-                results[i].append(lp)
-    return results
+    return _token_logprobs(tm, seqs, [len(p) for p in p_ids], batch_size)
 
 
 def perplexities(
     tm: TargetModel, prompts: Sequence[str], continuations: Sequence[str], batch_size: int
 ) -> list[float]:
-    """``exp(mean NLL)`` of each continuation given its prompt; ``nan`` when the continuation has no scored token."""
-    out = []
-    for lps in continuation_logprobs(tm, prompts, continuations, batch_size):
-        out.append(math.exp(-sum(lps) / len(lps)) if lps else float("nan"))
-    return out
+    """``exp(mean NLL)`` of each continuation given its prompt; ``nan`` when the continuation has no scored token.
+
+    This is the project's ``perplexity_conditional`` (protocol §5.9 [D 28]) when ``prompts`` are the rows'
+    unsteered ``input`` and ``continuations`` their generations.
+    """
+    return [_perplexity(lps) for lps in continuation_logprobs(tm, prompts, continuations, batch_size)]
+
+
+def decoded_sequence(tokenizer: Any, prompt: str, generation: str) -> str:
+    """Upstream's scored text: prompt ids + generation ids decoded with special tokens skipped.
+
+    Turn markers, BOS and padding vanish (``<bos><start_of_turn>user\\nHi<end_of_turn>\\n<start_of_turn>model\\n``
+    + ``Hello`` → ``user\\nHi\\nmodel\\nHello`` with Gemma). An empty ``prompt`` gives the decoded generation alone
+    (the Prompt baseline's text [D 28]).
+
+    Args:
+        tokenizer: the target model's tokenizer.
+        prompt: the model input as a formatted string (tokenized without special tokens; ``""`` for none).
+        generation: the generated text (already decoded with special tokens skipped).
+    """
+    ids: list[int] = []
+    if prompt:
+        ids += list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    if generation:
+        ids += list(tokenizer(generation, add_special_tokens=False)["input_ids"])
+    return str(tokenizer.decode(ids, skip_special_tokens=True)) if ids else ""
+
+
+def sequence_logprobs(tm: TargetModel, texts: Sequence[str], batch_size: int) -> list[list[float]]:
+    """Per-token log-probabilities of each text re-tokenized with BOS, every token after the first scored."""
+    tok = tm.tokenizer
+    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+    ids = tok(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+    seqs = [bos + list(x) for x in ids]
+    return _token_logprobs(tm, seqs, [1] * len(seqs), batch_size)
+
+
+def sequence_perplexities(tm: TargetModel, texts: Sequence[str], batch_size: int) -> list[float]:
+    """Upstream's ``perplexity`` of each text (protocol §5.9 [D 28]): re-tokenized with BOS, exp(mean NLL) over every
+    token after the first, each text scored on its own (no pad position is ever scored); ``nan`` for a text with no
+    token after BOS.
+    """
+    return [_perplexity(lps) for lps in sequence_logprobs(tm, texts, batch_size)]

@@ -103,7 +103,14 @@ class TargetModel:
 
 @dataclass(frozen=True)
 class Generation:
-    """One generated continuation (special tokens removed)."""
+    """One generated continuation (special tokens removed).
+
+    Attributes:
+        text: the decoded continuation.
+        n_new_tokens: generated tokens, the stop token included.
+        finish_reason: ``stop`` (a stop token ended it), ``length`` (cut at ``max_new_tokens``) or ``None`` (unknown).
+    """
 
     text: str
     n_new_tokens: int
+    finish_reason: str | None = None

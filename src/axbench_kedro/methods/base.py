@@ -265,6 +265,8 @@ class Method(ABC):
         order: position in the default method list (``training.methods: null``): lower first; ``None`` (the
             default, e.g. plugins) places the method after every ordered one, alphabetically. Only the class's own
             value counts (a subclass of a built-in does not take its place).
+        report_note: one line the run card prints under "Method notes" whenever the method is in the report (how it
+            departs from upstream, e.g. the Probe's loss form [D 33]); ``""`` = nothing to say.
     """
 
     name: ClassVar[str] = ""
@@ -280,6 +282,7 @@ class Method(ABC):
     version: ClassVar[str] = "1"
     role: ClassVar[MethodRole] = "method"
     order: ClassVar[float | None] = None
+    report_note: ClassVar[str] = ""
 
     # ---- training ------------------------------------------------------------------------------------------
     def params(self, raw: dict[str, Any] | StrictModel | None = None) -> StrictModel:

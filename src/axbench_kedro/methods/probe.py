@@ -1,6 +1,8 @@
 """Linear probe (protocol §3.4) trained on frozen layer-L activations (cached once, no model forward per epoch).
 
-Per-token logit z_t = h_t·w (no bias); loss = mean BCE(σ(z_t), y_row) over positions ≥ 1 (+ L1, coefficient 0);
+Per-token logit z_t = h_t·w (no bias); loss = mean BCE(σ(z_t), y_row) over positions ≥ 1 (+ L1, coefficient 0),
+computed as ``binary_cross_entropy_with_logits`` (numerically stable; upstream's sigmoid + ``BCELoss`` saturates at
+Gemma residual scales and barely trains, so Probe rows are not expected to equal upstream's [D 33]);
 AdamW with linear decay; each step: backward → w ← w/‖w‖ → drop the gradient component along w → step.
 Detection: max h_t·w over positions ≥ P; steering: addition with m from latent_eval.
 """
@@ -61,6 +63,11 @@ class Probe(Method):
     Params = ProbeParams
     order = 40
     requires = frozenset({"activations"})
+    report_note = (
+        "loss = binary_cross_entropy_with_logits (numerically stable); upstream applies torch.sigmoid then "
+        "BCELoss, which saturates at Gemma residual scales, so Probe rows are not expected to equal upstream's "
+        "(protocol D33)."
+    )
 
     def train_concept(self, inputs: ConceptInputs, hp: ProbeParams) -> dict[str, Any]:
         acts = inputs.activations

@@ -33,6 +33,7 @@ __all__ = [
     "list_methods",
     "default_methods",
     "method_role",
+    "method_note",
     "plugin_source",
     "refresh_methods",
     "steering_methods",
@@ -93,6 +94,12 @@ def method_role(name: str) -> MethodRole:
     """
     cls = _METHODS.classes().get(str(name))
     return cls.role if cls is not None else "method"
+
+
+def method_note(name: str) -> str:
+    """The :attr:`~axbench_kedro.methods.base.Method.report_note` of ``name`` (``""`` for none or an unknown name)."""
+    cls = _METHODS.classes().get(str(name))
+    return str(cls.report_note) if cls is not None else ""
 
 
 def plugin_source(name: str) -> str | None:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from axbench_kedro.cache import content_key
 from axbench_kedro.errors import AxbenchDataError
-from axbench_kedro.lm.chat import chat_prefix_length, format_binary, format_prompt
+from axbench_kedro.lm.chat import chat_prefix_length, format_binary, format_prompt, turn_end_suffix
 from axbench_kedro.lm.types import TargetModel
 from axbench_kedro.methods.activations import (
     ConceptActivations,
@@ -40,7 +40,7 @@ from axbench_kedro.methods.base import ConceptData, ConceptInputs, Method, Metho
 from axbench_kedro.methods.lm_tail import LMTail
 from axbench_kedro.methods.sae_file import SAEParams, SAESource
 
-__all__ = ["TrainOptions", "build_concepts", "derive_seed", "train_methods", "skipped_artifact"]
+__all__ = ["TrainOptions", "build_concepts", "derive_seed", "lm_targets", "train_methods", "skipped_artifact"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class TrainOptions:
     sae_width: int | None = None
     lm_objective_dtype: torch.dtype | None = None
     concept_group_size: int = 4
+    append_eot_to_targets: bool = False
 
 
 def _require(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
@@ -197,7 +198,7 @@ class _Resources:
         out = compute_lm_rows(
             self.tm,
             prompts,
-            list(outputs),
+            lm_targets(self.tm.tokenizer, outputs, self.opts.append_eot_to_targets),
             self.opts.layer,
             self.prefix,
             self.opts.lm_cache_batch_size,
@@ -214,6 +215,21 @@ class _Resources:
         if c.genre not in self.pool_lm:
             self.pool_lm[c.genre] = self._lm(c.neg_inputs, c.neg_outputs, self.pool_acts.get(c.genre))
         return LMObjectiveRows.concat([pos, self.pool_lm[c.genre]])
+
+
+def lm_targets(tokenizer: Any, outputs: Sequence[str], append_eot: bool) -> list[str]:
+    """LM-objective targets appended after F-prompt: ``{output}`` exactly (Feb/paper), or with the template's turn end
+    (Gemma ``<end_of_turn>\\n``) appended when ``append_eot`` (``training.append_eot_to_targets``, [D 2]).
+
+    Args:
+        tokenizer: the target model's tokenizer (its chat template gives the turn end).
+        outputs: the raw responses (not trimmed: the target is appended as is).
+        append_eot: append the turn end.
+    """
+    if not append_eot:
+        return list(outputs)
+    suffix = turn_end_suffix(tokenizer)
+    return [o + suffix for o in outputs]
 
 
 def _plugin_meta(method: Method) -> dict[str, str]:
@@ -241,6 +257,12 @@ def _cache_key(
             "lm_dtype": str(opts.lm_objective_dtype) if "lm_objective" in method.requires else None,
             "concept": c.fingerprint(),
             "extra": extra,
+            # Only when on, so that switching it off reuses every earlier result ([D 2]).
+            **(
+                {"append_eot": True}
+                if opts.append_eot_to_targets and "lm_objective" in method.requires
+                else {}
+            ),
         }
     )
 
@@ -382,6 +404,8 @@ def train_methods(
             **_plugin_meta(method),
             **extra_meta,
         )
+        if opts.append_eot_to_targets and "lm_objective" in method.requires:
+            meta["append_eot_to_targets"] = True  # [D 2]: targets ended with the turn end
         ordered[method.name] = MethodArtifact(method.name, tensors, meta)
         log.info(
             "training: %s ready (%d concepts, %d from cache)",

@@ -22,6 +22,7 @@ from axbench_kedro.errors import AxbenchDataError
 __all__ = [
     "CRITERIA",
     "GENERATION_KEYS",
+    "PERPLEXITY_COLUMNS",
     "SCORE_COLUMNS",
     "harmonic_mean",
     "harmonic_means",
@@ -44,7 +45,10 @@ SCORE_COLUMNS: dict[str, str] = {
     "instruction": "relevance_instruction_ratings",
     "fluency": "fluency_ratings",
     "perplexity": "perplexity",
+    "perplexity_conditional": "perplexity_conditional",
 }
+#: Perplexity columns of ``steering_generations`` carried into the scores (protocol §5.9 [D 28]).
+PERPLEXITY_COLUMNS: tuple[str, ...] = ("perplexity", "perplexity_conditional")
 _SELECTION, _TEST = "selection", "test"
 _TIE_TOL = 1e-12
 
@@ -93,13 +97,15 @@ def generation_scores(
 
     Args:
         judgements: long frame, one row per generation × criterion (protocol §1.12).
-        generations: optional ``steering_generations``; its ``perplexity`` column is carried over.
+        generations: optional ``steering_generations``; its ``perplexity`` and ``perplexity_conditional``
+            columns are carried over.
         criteria: criteria entering the HM, in order.
         inverted: criteria rated as ``2 − rating`` inside the HM (suppression: ``("concept",)``); the stored
             criterion columns keep the judge's raw rating.
 
     Returns:
-        ``GENERATION_KEYS`` + one column per criterion + ``hm`` (+ ``perplexity`` when available).
+        ``GENERATION_KEYS`` + one column per criterion + ``hm`` (+ ``perplexity``, ``perplexity_conditional``
+        when available).
     """
     criteria = list(criteria)
     missing = [c for c in [*GENERATION_KEYS, "criterion", "rating"] if c not in judgements.columns]
@@ -120,8 +126,9 @@ def generation_scores(
         [(2.0 - wide[c].to_numpy()) if c in inv else wide[c].to_numpy() for c in criteria], axis=1
     )
     wide["hm"] = harmonic_means(hm_input)
-    if generations is not None and "perplexity" in generations.columns:
-        ppl = generations[[*GENERATION_KEYS, "perplexity"]].drop_duplicates(GENERATION_KEYS)
+    carried = [c for c in PERPLEXITY_COLUMNS if generations is not None and c in generations.columns]
+    if carried:
+        ppl = generations[[*GENERATION_KEYS, *carried]].drop_duplicates(GENERATION_KEYS)
         wide = wide.merge(ppl, on=GENERATION_KEYS, how="left")
     return wide
 
@@ -135,7 +142,8 @@ def steering_scores(gen_scores: pd.DataFrame, *, n_selection: int) -> pd.DataFra
 
     Returns:
         ``concept_id, method, dataset_name, split, factor, n, lm_judge_rating, relevance_concept_ratings,
-        relevance_instruction_ratings, fluency_ratings`` (+ ``perplexity``), sorted, factors ascending.
+        relevance_instruction_ratings, fluency_ratings`` (+ ``perplexity``, ``perplexity_conditional``), sorted,
+        factors ascending.
     """
     frame = gen_scores.copy()
     frame["split"] = split_name(frame["input_id"], n_selection)
@@ -173,7 +181,7 @@ def select_factors(scores: pd.DataFrame, *, factor_free_methods: Iterable[str] =
 
     Returns:
         ``concept_id, method, dataset_name, best_factor, best_index, selection_hm, test_hm, test_concept,
-        test_instruction, test_fluency, test_perplexity``.
+        test_instruction, test_fluency, test_perplexity, test_perplexity_conditional``.
     """
     free = set(factor_free_methods)
     rows = []
@@ -213,6 +221,7 @@ def select_factors(scores: pd.DataFrame, *, factor_free_methods: Iterable[str] =
                 "test_instruction": _weighted_mean(chosen_test, "relevance_instruction_ratings"),
                 "test_fluency": _weighted_mean(chosen_test, "fluency_ratings"),
                 "test_perplexity": _weighted_mean(chosen_test, "perplexity"),
+                "test_perplexity_conditional": _weighted_mean(chosen_test, "perplexity_conditional"),
             }
         )
     columns = [
@@ -227,6 +236,7 @@ def select_factors(scores: pd.DataFrame, *, factor_free_methods: Iterable[str] =
         "test_instruction",
         "test_fluency",
         "test_perplexity",
+        "test_perplexity_conditional",
     ]
     out = pd.DataFrame(rows, columns=columns)
     return out.astype({"concept_id": "int64", "best_index": "int64", "best_factor": "float64"})
@@ -236,8 +246,11 @@ def overall_scores(selection: pd.DataFrame) -> pd.DataFrame:
     """Overall Score per method (and dataset): mean over concepts of the test-split Score.
 
     Returns:
-        ``method, dataset_name, overall, concept, instruction, fluency, perplexity, n_concepts``.
+        ``method, dataset_name, overall, concept, instruction, fluency, perplexity, perplexity_conditional,
+        n_concepts`` (a perplexity column the selection lacks, e.g. an older file, is NaN).
     """
+    missing = {f"test_{c}": np.nan for c in PERPLEXITY_COLUMNS if f"test_{c}" not in selection.columns}
+    selection = selection.assign(**missing) if missing else selection
     grouped = selection.groupby(["method", "dataset_name"], sort=True)
     out = grouped.agg(
         overall=("test_hm", "mean"),
@@ -245,6 +258,7 @@ def overall_scores(selection: pd.DataFrame) -> pd.DataFrame:
         instruction=("test_instruction", "mean"),
         fluency=("test_fluency", "mean"),
         perplexity=("test_perplexity", "mean"),
+        perplexity_conditional=("test_perplexity_conditional", "mean"),
         n_concepts=("concept_id", "nunique"),
     ).reset_index()
     out["n_concepts"] = out["n_concepts"].astype("int64")

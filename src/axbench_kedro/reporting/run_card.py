@@ -1,6 +1,8 @@
 """The run card (protocol §1.17): a Markdown record of what produced a report.
 
-Model, layer, setting, judge (kind, model, temperature, parse rule, template hashes), concepts, seeds, package
+Model, layer, setting, judge (kind, model, temperature, parse rule, template hashes), the Prompt baseline's P1 call
+(its token cap, labelled when set, and the replies cut at it [D 31]), method notes (each method's own
+:attr:`~axbench_kedro.methods.base.Method.report_note`, e.g. the Probe's loss form [D 33]), concepts, seeds, package
 versions, git commit, LLM calls/tokens/cost per pipeline stage, wall time per pipeline and the other settings'
 result versions the report read. Secrets never enter it: only named, non-secret fields are written, URLs lose their
 credentials and query strings, and a final pass blanks anything that looks like an API key or equals the value of a
@@ -215,6 +217,52 @@ def _judge_section(judge: Mapping[str, Any], judgements: pd.DataFrame | None) ->
     return lines
 
 
+def _prompt_steering_section(texts: pd.DataFrame | None) -> list[str]:
+    """The P1 call: its cap (labelled when set) and the replies cut at it (finish reason ``length``) [D 31]."""
+    lines = ["## Prompt baseline instruction (P1)", ""]
+    if texts is None or texts.empty:
+        return [*lines, "n/a (no prompt_steering_texts)", ""]
+    rows = [["replies", str(len(texts))]]
+    if "is_fallback" in texts.columns:
+        rows.append(["empty replies (fallback used)", str(int(texts["is_fallback"].astype(bool).sum()))])
+    caps = [int(c) for c in pd.unique(texts["max_tokens"].dropna())] if "max_tokens" in texts.columns else []
+    if "max_tokens" not in texts.columns:
+        rows.append(["max_tokens", "n/a (not recorded)"])
+    else:
+        rows.append(["max_tokens", _listing(sorted(caps)) if caps else "none (no cap, as upstream)"])
+    if "finish_reason" in texts.columns:
+        reasons = texts["finish_reason"].astype(object).where(texts["finish_reason"].notna(), "unknown")
+        cut = (
+            texts.loc[reasons == "length", "concept_id"].astype(int).tolist() if "concept_id" in texts else []
+        )
+        listed = f": concept_id {_listing(cut[:20])}{' …' if len(cut) > 20 else ''}" if cut else ""
+        rows.append(["cut at the token cap (finish reason length)", f"{len(cut)} of {len(texts)}{listed}"])
+        n_unknown = int((reasons == "unknown").sum())
+        if n_unknown:
+            rows.append(["finish reason unknown (backend or old cache)", str(n_unknown)])
+    else:
+        rows.append(["cut at the token cap (finish reason length)", "n/a (not recorded)"])
+    lines += [markdown_table(["field", "value"], rows), ""]
+    if caps:
+        lines += [
+            f"**Capped P1 replies**: the steering-instruction call ran with max_tokens = {_listing(sorted(caps))} "
+            "(upstream sets no cap; protocol D31). Replies cut at the cap were kept as they are.",
+            "",
+        ]
+    return lines
+
+
+def _method_notes_section(methods: Iterable[str]) -> list[str]:
+    """One line per method of the report that declares a :attr:`Method.report_note` (looked up in the registry)."""
+    from axbench_kedro.methods.registry import method_note
+
+    notes = [(m, method_note(m)) for m in methods]
+    notes = [(m, n) for m, n in notes if n]
+    if not notes:
+        return []
+    return ["## Method notes", "", *[f"- **{method_label(m)}**: {n}" for m, n in notes], ""]
+
+
 def render_run_card(
     *,
     setting: str,
@@ -231,6 +279,7 @@ def render_run_card(
     sources: pd.DataFrame | None = None,
     methods: Iterable[str] = (),
     max_listed_concepts: int = 20,
+    prompt_steering_texts: pd.DataFrame | None = None,
 ) -> str:
     """Render the run card as Markdown (already passed through ``redact``).
 
@@ -244,8 +293,10 @@ def render_run_card(
         timings: ``pipeline, wall_s`` (``normalise_timings``); empty → ``n/a``; ``None`` leaves the section out
             (the pipelines' wall times are logged by the project hooks at the end of each run, outside the graph).
         sources: the other settings' result files read (``results_across_settings``' ``sources``).
-        methods: methods present in the report (controls listed as ``<name> (control)``).
+        methods: methods present in the report (controls listed as ``<name> (control)``); each one's registered
+            ``report_note`` is printed under "Method notes".
         max_listed_concepts: concepts listed by name.
+        prompt_steering_texts: the P1 replies (``max_tokens``, ``finish_reason``): the cap and the cut replies.
 
     Returns:
         The Markdown document.
@@ -270,6 +321,8 @@ def render_run_card(
         run_rows = [r for r in run_rows if r[0] != "model gguf_file"]
     lines += ["## Run", "", markdown_table(["field", "value"], run_rows), *control_note(shown), ""]
     lines += _judge_section(judge, judgements)
+    lines += _prompt_steering_section(prompt_steering_texts)
+    lines += _method_notes_section(shown)
 
     lines += ["## Concepts", ""]
     if concepts_meta is None or concepts_meta.empty:

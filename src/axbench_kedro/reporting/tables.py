@@ -117,8 +117,9 @@ def _steering_rows(selection: pd.DataFrame, dataset_name: str | None) -> pd.Data
         frame = frame.assign(dataset_name=dataset_name or "")
     elif dataset_name is not None:
         frame = frame[frame["dataset_name"] == dataset_name]
-    if "test_perplexity" not in frame.columns:
-        frame = frame.assign(test_perplexity=np.nan)
+    for column in ("test_perplexity", "test_perplexity_conditional"):
+        if column not in frame.columns:
+            frame = frame.assign(**{column: np.nan})
     return frame
 
 
@@ -130,11 +131,22 @@ def steering_components(selection: pd.DataFrame, dataset_name: str | None = None
         dataset_name: keep only rows of this ``dataset_name`` (e.g. ``AlpacaEval``); ``None`` keeps all.
 
     Returns:
-        ``method, role, setting, n_concepts, score, concept, instruction, fluency, perplexity`` plus Avg rows,
+        ``method, role, setting, n_concepts, score, concept, instruction, fluency, perplexity,
+        perplexity_conditional`` plus Avg rows,
         methods sorted by Avg score.
     """
     frame = _steering_rows(selection, dataset_name)
-    columns = ["method", "setting", "n_concepts", "score", "concept", "instruction", "fluency", "perplexity"]
+    columns = [
+        "method",
+        "setting",
+        "n_concepts",
+        "score",
+        "concept",
+        "instruction",
+        "fluency",
+        "perplexity",
+        "perplexity_conditional",
+    ]
     parts = [
         overall_scores(group).assign(setting=setting).rename(columns={"overall": "score"})
         for setting, group in frame.groupby("setting", sort=True)
@@ -252,6 +264,9 @@ def steering_markdown(
         "### Concept / instruction / fluency at the selected factor (test split)",
         "",
         frame_to_markdown(components),
+        "",
+        "`perplexity`: upstream's, of the chat prompt + generation with the markup stripped (the generation alone for "
+        "Prompt); `perplexity_conditional`: of the generation given the unsteered prompt (protocol §5.9, D28).",
         "",
         "### Win rates (per concept, (wins + ½ ties) / n)",
         "",

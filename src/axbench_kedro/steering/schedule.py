@@ -7,6 +7,13 @@ reproducible. Each finished batch is written to the generation cache at once und
 prompt, vector hash, strength, seed, sampling parameters, max_new_tokens); a rerun — after a kill, or unchanged —
 generates only what is missing.
 
+With ``compute_perplexity`` every generation gets two perplexities under the unsteered model (protocol §5.9
+[D 28]): ``perplexity`` (upstream's: prompt + generation decoded with special tokens skipped, re-tokenized with BOS;
+the generation alone for factor-free methods, which steer through their prompt) and ``perplexity_conditional`` (the
+generation given the row's unsteered ``input``; null for an empty generation). The cache stores them under their
+own keys (:data:`PPL_SEQUENCE`, :data:`PPL_CONDITIONAL`); an entry written before the split keeps its single value
+(the conditional one) as ``perplexity_conditional``, and only the missing value is computed.
+
 Example:
     >>> plans = steering_plans(["DiffMean", "Prompt"], artifacts, max_activations, params, layer=9, tm=tm,
     ...                        concept_ids=[0, 1])
@@ -36,6 +43,8 @@ from axbench_kedro.steering.plans import MethodPlan, plan_units, steering_plans
 __all__ = [
     "CACHE_VERSION",
     "GENERATION_COLUMNS",
+    "PPL_CONDITIONAL",
+    "PPL_SEQUENCE",
     "GenerationStats",
     "generate_plans",
     "generate_steering_rows",
@@ -44,6 +53,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "steer-gen-v1"
+#: Cache-entry key of ``perplexity`` (upstream's whole-sequence value, [D 28]).
+PPL_SEQUENCE = "perplexity_sequence"
+#: Cache-entry key of ``perplexity_conditional``.
+PPL_CONDITIONAL = "perplexity_conditional"
+_PPL_LEGACY = "perplexity"  # entries written before the split: the conditional value under this key
 GENERATION_COLUMNS = [
     "dataset_name",
     "concept_id",
@@ -55,6 +69,7 @@ GENERATION_COLUMNS = [
     "seed",
     "n_new_tokens",
     "perplexity",
+    "perplexity_conditional",
 ]
 
 
@@ -68,6 +83,7 @@ class GenerationStats:
     cached: int = 0
     new_tokens: int = 0
     seconds: float = 0.0
+    null_conditional_perplexity: int = 0
 
 
 def _unit_payloads(
@@ -109,6 +125,7 @@ class _Runtime:
     generate_fn: Callable[..., list[Any]]
     sample_fn: Callable[..., list[Any]]
     perplexity_fn: Callable[..., list[float]]
+    sequence_perplexity_fn: Callable[..., list[float]]
     row_seed: Callable[[int, int], int]
 
 
@@ -144,6 +161,7 @@ def generate_plans(
     generate_fn: Callable[..., list[Any]] | None = None,
     sample_fn: Callable[..., list[Any]] | None = None,
     perplexity_fn: Callable[..., list[float]] | None = None,
+    sequence_perplexity_fn: Callable[..., list[float]] | None = None,
     stats: GenerationStats | None = None,
 ) -> pd.DataFrame:
     """Generate (or read from the cache) every row of every plan; returns ``steering_generations``.
@@ -156,12 +174,14 @@ def generate_plans(
         params: steering parameters (sampling, batch size, replicates, perplexity).
         layer: steered block.
         seed: run seed.
-        generate_fn / sample_fn / perplexity_fn: replacements of ``lm.steering.steered_generate``,
-            ``lm.generation.sample_generate`` and ``lm.scoring.perplexities`` (tests, benchmarks).
+        generate_fn / sample_fn / perplexity_fn / sequence_perplexity_fn: replacements of
+            ``lm.steering.steered_generate``, ``lm.generation.sample_generate``, ``lm.scoring.perplexities``
+            (``perplexity_conditional``) and ``lm.scoring.sequence_perplexities`` (``perplexity``) (tests,
+            benchmarks).
         stats: filled with counts and timings when given.
     """
     from axbench_kedro.lm.generation import row_seed, sample_generate
-    from axbench_kedro.lm.scoring import perplexities
+    from axbench_kedro.lm.scoring import perplexities, sequence_perplexities
     from axbench_kedro.lm.steering import steered_generate
 
     rt = _Runtime(
@@ -171,12 +191,13 @@ def generate_plans(
         generate_fn or steered_generate,
         sample_fn or sample_generate,
         perplexity_fn or perplexities,
+        sequence_perplexity_fn or sequence_perplexities,
         row_seed,
     )
     stats = stats if stats is not None else GenerationStats()
     keys = ["dataset_name", "concept_id", "input_id"]
     unique_prompts = prompts.drop_duplicates(keys).sort_values(keys, kind="stable")
-    # Perplexity is always measured given the unsteered F-prompt of the original instruction.
+    # perplexity_conditional is always measured given the unsteered F-prompt of the original instruction.
     ppl_prompt = {tuple(k): inp for *k, inp in unique_prompts[[*keys, "input"]].itertuples(index=False)}
     planned = [
         (plan, *plan_units(plan, unique_prompts, params.generation.prompt_replicates)) for plan in plans
@@ -194,7 +215,7 @@ def generate_plans(
                     content_key({"v": CACHE_VERSION, **payloads[u], "seed": batch_seed, "position": p})
                     for p, u in enumerate(batch)
                 ]
-                stored = cache.get_many(cache_keys)
+                stored = {k: _migrated(v) for k, v in cache.get_many(cache_keys).items()}
                 if len(stored) < len(batch):  # a batch is written in one transaction: all or nothing
                     gens = _generate_batch(rt, plan, units, batch, batch_seed)
                     stored = {
@@ -211,28 +232,96 @@ def generate_plans(
                         cache.put_many(stored)
                 else:
                     stats.cached += len(batch)
-                if params.compute_perplexity and any("perplexity" not in stored[k] for k in cache_keys):
-                    ppl = rt.perplexity_fn(
-                        tm,
-                        [ppl_prompt[tuple(prompt_of_unit.loc[u])] for u in batch],
-                        [stored[k]["text"] for k in cache_keys],
-                        batch_size=params.perplexity_batch_size,
-                    )
-                    for k, value in zip(cache_keys, ppl, strict=True):
-                        stored[k] = {**stored[k], "perplexity": None if math.isnan(value) else float(value)}
+                if params.compute_perplexity and _add_perplexities(
+                    rt,
+                    plan,
+                    stored,
+                    cache_keys,
+                    [ppl_prompt[tuple(prompt_of_unit.loc[u])] for u in batch],
+                    [units.at[u, "prompt"] for u in batch],
+                ):
                     cache.put_many({k: stored[k] for k in cache_keys})
                 results.update(zip(batch, (stored[k] for k in cache_keys), strict=True))
                 bar.update(len(batch))
                 bar.set_postfix(
                     rows_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.2f}", method=plan.method
                 )
-            frames.append(_generation_frame(rows, results))
+            frame = _generation_frame(rows, results)
+            if params.compute_perplexity:
+                _log_null_perplexities(frame, plan.method, stats)
+            frames.append(frame)
             stats.units += len(units)
             stats.rows += len(rows)
     stats.seconds = time.perf_counter() - start
     if not frames:
         return pd.DataFrame(columns=GENERATION_COLUMNS)
     return pd.concat(frames, ignore_index=True)
+
+
+def _migrated(entry: dict[str, Any]) -> dict[str, Any]:
+    """A cache entry with its perplexities under the current keys (a pre-split entry's value is conditional)."""
+    if _PPL_LEGACY not in entry:
+        return entry
+    out = {k: v for k, v in entry.items() if k != _PPL_LEGACY}
+    out.setdefault(PPL_CONDITIONAL, entry[_PPL_LEGACY])
+    return out
+
+
+def _add_perplexities(
+    rt: _Runtime,
+    plan: MethodPlan,
+    stored: dict[str, dict[str, Any]],
+    cache_keys: list[str],
+    inputs: list[str],
+    unit_prompts: list[str],
+) -> bool:
+    """Compute the perplexities a batch's entries lack (in place); ``True`` when something was added.
+
+    Args:
+        rt: runtime (model, settings, scoring functions).
+        plan: the batch's method (factor-free methods score their generation alone for ``perplexity``).
+        stored: cache entries by key (``text`` at least).
+        cache_keys: the batch's keys, in batch order.
+        inputs: each row's unsteered ``input`` (the context of ``perplexity_conditional``).
+        unit_prompts: the prompt each row was generated from (the prefix of ``perplexity``).
+    """
+    texts = [stored[k]["text"] for k in cache_keys]
+    batch_size = rt.params.perplexity_batch_size
+    added = False
+    if any(PPL_CONDITIONAL not in stored[k] for k in cache_keys):
+        values = rt.perplexity_fn(rt.tm, inputs, texts, batch_size=batch_size)
+        for k, value in zip(cache_keys, values, strict=True):
+            stored[k] = {**stored[k], PPL_CONDITIONAL: _finite_or_none(value)}
+        added = True
+    if any(PPL_SEQUENCE not in stored[k] for k in cache_keys):
+        from axbench_kedro.lm.scoring import decoded_sequence
+
+        tok = rt.tm.tokenizer
+        # Factor-free methods steer through their prompt: upstream scores their generation alone [D 28].
+        prefixes = [""] * len(texts) if plan.factor_free else unit_prompts
+        sequences = [decoded_sequence(tok, p, t) for p, t in zip(prefixes, texts, strict=True)]
+        values = rt.sequence_perplexity_fn(rt.tm, sequences, batch_size=batch_size)
+        for k, value in zip(cache_keys, values, strict=True):
+            stored[k] = {**stored[k], PPL_SEQUENCE: _finite_or_none(value)}
+        added = True
+    return added
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _log_null_perplexities(frame: pd.DataFrame, method: str, stats: GenerationStats) -> None:
+    """Count (and log) the rows of one method whose ``perplexity_conditional`` is null (empty generations)."""
+    n_null = int(frame["perplexity_conditional"].isna().sum())
+    stats.null_conditional_perplexity += n_null
+    if n_null:
+        log.warning(
+            "steering generation: %s: %d of %d rows have an empty generation (perplexity_conditional null)",
+            method,
+            n_null,
+            len(frame),
+        )
 
 
 def generate_steering_rows(
@@ -274,7 +363,8 @@ def generate_steering_rows(
     stats = GenerationStats()
     out = generate_plans(plans, steering_prompts, tm, cache, params, layer=layer, seed=seed, stats=stats)
     log.info(
-        "steering generation: %d rows of %d methods from %d generations (%d new, %d cached), %d new tokens in %.1f s",
+        "steering generation: %d rows of %d methods from %d generations (%d new, %d cached), %d new tokens in "
+        "%.1f s; %d rows without perplexity_conditional (empty generation)",
         stats.rows,
         len(plans),
         stats.units,
@@ -282,6 +372,7 @@ def generate_steering_rows(
         stats.cached,
         stats.new_tokens,
         stats.seconds,
+        stats.null_conditional_perplexity,
     )
     return out
 
@@ -293,9 +384,8 @@ def _generation_frame(rows: pd.DataFrame, results: dict[int, dict[str, Any]]) ->
     done["steered_generation"] = [r["text"] for r in got]
     done["seed"] = [int(r["seed"]) for r in got]
     done["n_new_tokens"] = [int(r["n_new_tokens"]) for r in got]
-    done["perplexity"] = [
-        float("nan") if r.get("perplexity") is None else float(r["perplexity"]) for r in got
-    ]
+    done["perplexity"] = [_nan_if_none(r.get(PPL_SEQUENCE)) for r in got]
+    done["perplexity_conditional"] = [_nan_if_none(r.get(PPL_CONDITIONAL)) for r in got]
     return done[GENERATION_COLUMNS].astype(
         {
             "concept_id": "int64",
@@ -305,5 +395,10 @@ def _generation_frame(rows: pd.DataFrame, results: dict[int, dict[str, Any]]) ->
             "seed": "int64",
             "n_new_tokens": "int64",
             "perplexity": "float64",
+            "perplexity_conditional": "float64",
         }
     )
+
+
+def _nan_if_none(value: Any) -> float:
+    return float("nan") if value is None else float(value)

@@ -164,8 +164,12 @@ def make_run_card(
     llm_usage: pd.DataFrame,
     sources: pd.DataFrame,
     leaderboard: pd.DataFrame,
+    prompt_steering_texts: pd.DataFrame | None = None,
 ) -> str:
-    """The run card (§1.17) as Markdown."""
+    """The run card (§1.17) as Markdown.
+
+    ``prompt_steering_texts`` gives the P1 call's token cap (labelled when set) and the replies cut at it [D 31].
+    """
     return run_card.render_run_card(
         setting=run.setting,
         layer=run.layer,
@@ -180,4 +184,5 @@ def make_run_card(
         sources=sources,
         methods=leaderboard["method"].unique().tolist() if not leaderboard.empty else [],
         max_listed_concepts=params.max_listed_concepts,
+        prompt_steering_texts=prompt_steering_texts,
     )

@@ -124,6 +124,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "llm_usage",
                     "report_sources",
                     "leaderboard",
+                    "prompt_steering_texts",
                 ],
                 outputs="run_card",
                 name="make_run_card",

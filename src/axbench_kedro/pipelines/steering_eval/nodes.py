@@ -53,8 +53,11 @@ def write_prompt_steering_texts(
     ``steering_eval.prompt_steering.template`` comes from ``prompt_templates``; the usage is costed with
     ``llm_prices``.
 
+    No length cap by default [D 31]; replies cut at a configured cap are kept, counted and logged.
+
     Returns:
-        ``prompt_steering_texts`` (``concept_id, text, is_fallback, template_sha256, model``) and its usage row.
+        ``prompt_steering_texts`` (``concept_id, text, is_fallback, finish_reason, truncated, max_tokens,
+        template_sha256, model``) and its usage row.
     """
     return steering_instruction_texts(
         concepts_meta, generator_llm, llm_prices, prompt_templates, params.prompt_steering

@@ -51,6 +51,8 @@ def train_all_methods(
         lm_cache_batch_size=training.lm_cache_batch_size,
         max_length=training.max_length,
         sae_width=training.sae_width,
+        concept_group_size=training.concept_group_size,
+        append_eot_to_targets=training.append_eot_to_targets,
         lm_objective_dtype=getattr(torch, training.lm_objective_dtype)
         if training.lm_objective_dtype
         else None,
