@@ -13,7 +13,9 @@ from matplotlib.figure import Figure
 
 from axbench_kedro.config.common import RunSettings
 from axbench_kedro.config.latent_eval import LatentEvalParams
+from axbench_kedro.config.training import TrainingParams
 from axbench_kedro.datasets.method_artifacts import ArtifactStore
+from axbench_kedro.methods import get_method
 from axbench_kedro.metrics.detection import METRIC_COLUMNS
 from axbench_kedro.pipelines.latent_eval import create_pipeline as latent_pipeline
 from axbench_kedro.pipelines.training import create_pipeline as training_pipeline
@@ -91,8 +93,21 @@ def test_latent_eval_end_to_end(trained) -> None:
     scores = catalog.load("latent_scores")
     metrics = catalog.load("latent_metrics")
     data = make_latent_eval_data(n_concepts=3, n_pos=4, n_neg=4, n_hard=1)
-    methods = ["DiffMean", "PCA", "LAT", "Probe", "ReFT-r1", "SSV", "SAE", "SAE-A", "BoW", "Prompt", "Random"]
-    assert set(scores["method"]) == set(methods)
+    methods = TrainingParams().method_names()  # every registered method (a new built-in joins by itself)
+    assert {
+        "DiffMean",
+        "PCA",
+        "LAT",
+        "Probe",
+        "ReFT-r1",
+        "SSV",
+        "SAE",
+        "SAE-A",
+        "BoW",
+        "Prompt",
+        "Random",
+    } <= set(methods)
+    assert set(scores["method"]) == {m for m in methods if get_method(m).detects}
     assert (scores.groupby("method").size() == len(data)).all()
     assert list(scores.columns[:7]) == ["concept_id", "row_id", "category", "method", "max_act", "max_act_idx",
                                         "max_token"]  # fmt: skip
@@ -136,7 +151,10 @@ def test_latent_eval_end_to_end(trained) -> None:
 
     mags = catalog.load("max_activations")
     # the rank-1 methods and the Random control
-    assert set(mags["method"]) == set(methods) - {"BoW", "Prompt"}
+    assert set(mags["method"]) == {
+        m for m in methods if get_method(m).steers and not get_method(m).factor_free
+    }
+    assert {"BoW", "Prompt"}.isdisjoint(mags["method"])
     expected = scores[scores["method"] == "DiffMean"].groupby("concept_id")["max_act"].max()
     got = mags[mags["method"] == "DiffMean"].set_index("concept_id")
     assert np.allclose(got.loc[expected.index, "max_act"], expected)
