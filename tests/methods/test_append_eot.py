@@ -3,29 +3,15 @@ template's turn end (``<end_of_turn>\\n``) appended to every target, trained on,
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from axbench_kedro.config.training import TrainingParams
 from axbench_kedro.datasets.method_artifacts import ArtifactStore
 from axbench_kedro.lm.chat import format_prompt, turn_end_suffix
 from axbench_kedro.methods.registry import get_method
-from axbench_kedro.methods.trainer import TrainOptions, _Resources, build_concepts, lm_targets, train_methods
-from fixtures.tiny_models import make_tiny_target_model
-
-from .synthetic_data import make_concepts_meta, make_train_data
+from axbench_kedro.methods.trainer import TrainOptions, _Resources, lm_targets, train_methods
 
 LAYER = 1
-
-
-@pytest.fixture(scope="module")
-def tm():
-    return make_tiny_target_model("gemma3", n_layers=3, hidden=64, seed=1)
-
-
-@pytest.fixture(scope="module")
-def concepts():
-    return build_concepts(make_train_data(n_concepts=2, n_pos=6, n_pool=6), make_concepts_meta(2))
 
 
 def _opts(**kw) -> TrainOptions:

@@ -14,19 +14,9 @@ from axbench_kedro.methods.registry import get_method
 from axbench_kedro.methods.trainer import TrainOptions, build_concepts, train_methods
 from fixtures.tiny_models import make_tiny_target_model
 
-from .synthetic_data import make_concepts_meta, make_train_data
+from .synthetic_data import make_train_data
 
 LAYER = 1
-
-
-@pytest.fixture(scope="module")
-def tm():
-    return make_tiny_target_model("gemma3", n_layers=3, hidden=64, seed=1)
-
-
-@pytest.fixture(scope="module")
-def concepts():
-    return build_concepts(make_train_data(n_concepts=2, n_pos=6, n_pool=6), make_concepts_meta(2))
 
 
 def _train(tm, concepts, names, hp=None, store=None, **opts):
