@@ -147,3 +147,25 @@ def test_sequence_perplexity_one_forward_per_batch_and_no_pad_scored(tiny_gemma2
     assert len(calls) == 1  # one forward for the whole batch
     assert sum(rows) == n_scored == sum(len(x) for x in lps)  # every token after BOS, never a pad position
     assert lps[3] == [] and math.isnan(sequence_perplexities(tm, [""], batch_size=1)[0])
+
+
+def test_shared_prompt_positions_reach_the_head_once(tiny_gemma2):
+    """Rows that share a prompt (every factor of one instruction) reuse its positions: same values, fewer head rows."""
+    tm = tiny_gemma2
+    tok = tm.tokenizer
+    prompt = "the cat sat on the mat and"
+    texts = [f"{prompt} looked at the sky", f"{prompt} slept", f"{prompt} looked away", "hello world"]
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    shared = len(tok(prompt, add_special_tokens=False)["input_ids"])
+    alone = [sequence_logprobs(tm, [t], batch_size=1)[0] for t in texts]
+    rows = []
+    head_hook = tm.model.lm_head.register_forward_hook(lambda m, a, o: rows.append(a[0].shape[0]))
+    try:
+        together = sequence_logprobs(tm, texts, batch_size=4)
+    finally:
+        head_hook.remove()
+    for got, want in zip(together, alone, strict=True):
+        assert got == pytest.approx(want, abs=1e-5)
+    # one head row per distinct prefix: the shared prompt's positions are predicted once instead of three times
+    distinct = {tuple(x[: p + 1]) for x in ids for p in range(len(x))}
+    assert sum(rows) == len(distinct) <= sum(len(x) for x in ids) - 2 * shared

@@ -59,6 +59,10 @@ def _token_logprobs(
 
     Rows are sorted by length and scored in right-padded batches, one forward pass per batch; a row's scores do
     not depend on the other rows of its batch (causal attention, padding after the row).
+
+    The LM head (the 262k-vocabulary projection dominates the cost) runs once per distinct prefix: log p(seq[pos] |
+    seq[:pos]) depends on ``seq[:pos + 1]`` only, so rows that share a prompt (every factor and method of one
+    instruction) reuse its positions' values instead of recomputing them.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -67,6 +71,7 @@ def _token_logprobs(
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     body = decoder_module(tm.model)  # embeddings + blocks + final norm, no LM head
     results: list[list[float]] = [[] for _ in seqs]
+    known: dict[tuple[int, ...], float] = {}  # log p of the last token of a prefix, given the rest of it
     with tqdm(total=len(seqs), desc="perplexity", unit="row", disable=not seqs) as bar:
         for first in range(0, len(order), batch_size):
             rows = [i for i in order[first : first + batch_size] if len(seqs[i]) > max(starts[i], 1)]
@@ -76,24 +81,38 @@ def _token_logprobs(
             width = max(len(seqs[i]) for i in rows)
             ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
-            b_idx, t_idx, targets, owner = [], [], [], []
+            b_idx, t_idx, targets, new_keys = [], [], [], []
+            wanted: list[tuple[int, tuple[int, ...]]] = []  # (row, prefix key) per scored position, in order
+            queued: set[tuple[int, ...]] = set()
             for b, i in enumerate(rows):
-                seq = seqs[i]
-                ids[b, : len(seq)] = torch.tensor(list(seq))
+                seq = tuple(seqs[i])
+                ids[b, : len(seq)] = torch.tensor(seq)
                 mask[b, : len(seq)] = 1
                 for pos in range(max(starts[i], 1), len(seq)):  # predict seq[pos] from position pos-1
+                    key = seq[: pos + 1]
+                    wanted.append((i, key))
+                    if key in known or key in queued:
+                        continue
+                    queued.add(key)
                     b_idx.append(b)
                     t_idx.append(pos - 1)
                     targets.append(seq[pos])
-                    owner.append(i)
-            with torch.no_grad():
-                hidden = body(
-                    input_ids=ids.to(tm.device), attention_mask=mask.to(tm.device), use_cache=False
-                ).last_hidden_state
-                picked = hidden[torch.tensor(b_idx, device=tm.device), torch.tensor(t_idx, device=tm.device)]
-                logp = _head_logprobs(tm.model, picked, torch.tensor(targets, device=tm.device)).tolist()
-            for i, lp in zip(owner, logp, strict=True):
-                results[i].append(lp)
+                    new_keys.append(key)
+            if new_keys:  # else every position of the batch is known already: no forward pass at all
+                with torch.no_grad():
+                    hidden = body(
+                        input_ids=ids.to(tm.device), attention_mask=mask.to(tm.device), use_cache=False
+                    ).last_hidden_state
+                    picked = hidden[
+                        torch.tensor(b_idx, dtype=torch.long, device=tm.device),
+                        torch.tensor(t_idx, dtype=torch.long, device=tm.device),
+                    ]
+                    logp = _head_logprobs(
+                        tm.model, picked, torch.tensor(targets, dtype=torch.long, device=tm.device)
+                    ).tolist()
+                known.update(zip(new_keys, logp, strict=True))
+            for i, key in wanted:
+                results[i].append(known[key])
     return results
 
 
