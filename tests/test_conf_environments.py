@@ -205,7 +205,7 @@ def test_demo_environment_is_the_shrunken_embedded_run() -> None:
     assert (latent.prompt_detection.max_new_tokens, latent.prompt_detection.temperature) == (4, 1.0)
     steering = SteeringEvalParams.model_validate(params["steering_eval"])
     assert steering.factors == [0.05, 0.1, 0.2] and steering.judge.kind == "proxy"
-    assert (steering.generation.max_new_tokens, steering.generation.top_k) == (20, 50)  # top_k from base
+    assert (steering.generation.max_new_tokens, steering.generation.top_k) == (16, 50)  # top_k from base
     assert steering.judge.proxy.fluency_perplexity == (50.0, 200.0)
 
 
