@@ -26,11 +26,11 @@ from axbench_kedro.datagen.instructions import InstructionPools
 from axbench_kedro.datagen.manifest import provided_record
 from axbench_kedro.datagen.prompts import DatagenPrompts
 from axbench_kedro.datagen.schemas import check_counts, validate_table
-from axbench_kedro.llm.client import apply_prices
+from axbench_kedro.llm.client import apply_prices, resolve_client
 from axbench_kedro.llm.ledger import zero_usage_frame
 from axbench_kedro.lm.types import TargetModel
 
-__all__ = ["ConceptTables", "resolve_client", "generate_concept_tables"]
+__all__ = ["ConceptTables", "generate_concept_tables"]
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +43,6 @@ class ConceptTables(NamedTuple):
     latent_eval_data: pd.DataFrame
     llm_usage: pd.DataFrame
     generation_info: dict[str, Any]
-
-
-def resolve_client(generator_llm: Any) -> Any:
-    """The LLM client, built on first use when the catalog hands a lazy handle.
-
-    Raises:
-        TypeError: ``generator_llm`` is neither a client (``complete_many``) nor a zero-argument factory.
-    """
-    if hasattr(generator_llm, "complete_many"):
-        return generator_llm
-    if callable(generator_llm):
-        return generator_llm()
-    raise TypeError(f"generator_llm must be an LLM client, got {type(generator_llm).__name__}")
 
 
 def generate_concept_tables(

@@ -19,7 +19,7 @@ import pandas as pd
 from axbench_kedro.config.latent_eval import PromptDetectionSettings
 from axbench_kedro.detection.rows import empty_scores, per_text_rows
 from axbench_kedro.errors import AxbenchDataError
-from axbench_kedro.llm.client import apply_prices
+from axbench_kedro.llm.client import apply_prices, resolve_client
 from axbench_kedro.llm.ledger import zero_usage_frame
 from axbench_kedro.llm.templates import pick_template
 from axbench_kedro.llm.types import LLMRequest
@@ -60,11 +60,7 @@ def prompt_detection_scores(
     Raises:
         AxbenchDataError: a concept of ``data`` has no text in ``concepts_meta``.
     """
-    client = (
-        generator_llm()
-        if callable(generator_llm) and not hasattr(generator_llm, "complete_many")
-        else generator_llm
-    )
+    client = resolve_client(generator_llm)
     if not methods:
         return empty_scores(), zero_usage_frame(STAGE, getattr(client, "model", ""))
     template = pick_template(prompt_templates, settings.template, "latent_eval.prompt_detection.template")

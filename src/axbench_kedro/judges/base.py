@@ -94,13 +94,12 @@ class JudgeResources:
 
     def client(self) -> Any:
         """The LLM client, created now if it was given as a factory, priced with ``llm_prices``."""
-        from axbench_kedro.llm.client import apply_prices
+        from axbench_kedro.llm.client import apply_prices, resolve_client
 
         client = self.llm_client
         if client is None:
             raise AxbenchConfigError("judge.kind: the LLM judge needs the `judge_llm` catalog dataset")
-        if callable(client) and not hasattr(client, "complete_many"):
-            client = self.llm_client = client()
+        client = self.llm_client = resolve_client(client)
         return apply_prices(client, self.llm_prices)
 
     def templates(self) -> Mapping[str, Any]:

@@ -36,7 +36,7 @@ from axbench_kedro.llm.ledger import FREE, CostLedger, LedgerTotals, PriceTable
 from axbench_kedro.llm.loop import BackgroundLoop
 from axbench_kedro.llm.types import Backend, LLMRequest, LLMResponse
 
-__all__ = ["LLMClient", "CACHE_TABLE", "CACHE_VERSION", "apply_prices"]
+__all__ = ["LLMClient", "CACHE_TABLE", "CACHE_VERSION", "apply_prices", "resolve_client"]
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +337,14 @@ class LLMClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def resolve_client(client: Any) -> Any:
+    """The LLM client a node was handed, built now when the catalog gave a lazy handle (a zero-argument factory);
+    anything else (a client, ``None`` where no LLM is needed) is returned as it is."""
+    if callable(client) and not hasattr(client, "complete_many"):
+        return client()
+    return client
 
 
 def apply_prices(client: Any, llm_prices: PriceTable | Mapping[str, Any] | None) -> Any:
