@@ -55,6 +55,9 @@ class DatagenParams(StrictModel):
         top_p: generator nucleus mass (``None`` = backend default).
         response_max_tokens: cap on generated tokens of G5/G6/G7 replies (``None`` = backend default).
         pool_new_tokens: new tokens of the target model's pool and losing answers (``None`` = int(1.5 T)).
+        pool_template: ``None`` = the target model answers pool and losing instructions through F-prompt
+            (protocol §2.4.1); a template name (field ``{instruction}``) = it continues that template raw, cut at
+            the next question — for base models, which echo a chat-formatted question instead of answering it.
         target_batch_size: batch size of the target model's greedy generation.
         concepts_per_chunk: concepts whose LLM calls are sent together (one progress step each).
         dataset_category: ``instruction`` (all paper runs).
@@ -76,6 +79,7 @@ class DatagenParams(StrictModel):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     response_max_tokens: int | None = Field(None, ge=1)
     pool_new_tokens: int | None = Field(None, ge=1)
+    pool_template: str | None = None
     target_batch_size: int = Field(8, ge=1)
     concepts_per_chunk: int = Field(16, ge=1)
     dataset_category: Literal["instruction"] = "instruction"

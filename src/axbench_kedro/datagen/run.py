@@ -85,6 +85,7 @@ def generate_concept_tables(
     results: list[ConceptResult] = []
     info: dict[str, Any] = {
         "prompt_style": params.prompt_style,
+        "pool_prompt": params.pool_template or "F-prompt",
         "generated": {"train": want_train, "latent": want_latent},
         "provided": {
             "train_data": provided_record(provided_train_data),

@@ -26,7 +26,7 @@ from axbench_kedro.datagen.concepts import (
     select_concepts,
 )
 from axbench_kedro.datagen.generate import build_negative_pool, build_preference_data, rows_frame
-from axbench_kedro.datagen.greedy import GreedyAnswers
+from axbench_kedro.datagen.greedy import greedy_answers
 from axbench_kedro.datagen.instructions import InstructionPools
 from axbench_kedro.datagen.manifest import datagen_manifest
 from axbench_kedro.datagen.run import generate_concept_tables
@@ -85,6 +85,7 @@ def generate_negative_pool(
     seed_instructions: pd.DataFrame,
     provided_train_data: pd.DataFrame | None,
     target_model: TargetModel,
+    prompt_templates: dict[str, Any],
     datagen_cache: SQLiteCache,
     datagen: DatagenParams,
     run: RunSettings,
@@ -96,7 +97,7 @@ def generate_negative_pool(
     if provided_train_data is not None:
         return rows_frame([], "train_data")
     pools = InstructionPools(seed_instructions)
-    answers = GreedyAnswers(target_model, datagen_cache, datagen.pool_tokens, datagen.target_batch_size)
+    answers = greedy_answers(target_model, prompt_templates, datagen_cache, datagen)
     return build_negative_pool(pools, answers, datagen.pool_per_genre, run.seed, datagen.dataset_category)
 
 
@@ -159,10 +160,14 @@ def assemble_train_data(
 
 
 def generate_preference_data(
-    train_data: pd.DataFrame, target_model: TargetModel, datagen_cache: SQLiteCache, datagen: DatagenParams
+    train_data: pd.DataFrame,
+    target_model: TargetModel,
+    prompt_templates: dict[str, Any],
+    datagen_cache: SQLiteCache,
+    datagen: DatagenParams,
 ) -> pd.DataFrame:
     """``preference_data`` (§2.6): winning = the positive, losing = the target model's greedy answer."""
-    answers = GreedyAnswers(target_model, datagen_cache, datagen.pool_tokens, datagen.target_batch_size)
+    answers = greedy_answers(target_model, prompt_templates, datagen_cache, datagen)
     return validate_table(build_preference_data(train_data, answers), "preference_data")
 
 

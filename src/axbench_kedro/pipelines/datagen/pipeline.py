@@ -31,6 +31,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "seed_instructions",
                     "provided_train_data",
                     "target_model",
+                    "prompt_templates",
                     "datagen_cache",
                     "params:datagen",
                     "params:run",
@@ -75,7 +76,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             ),
             node(
                 nodes.generate_preference_data,
-                inputs=["train_data", "target_model", "datagen_cache", "params:datagen"],
+                inputs=["train_data", "target_model", "prompt_templates", "datagen_cache", "params:datagen"],
                 outputs="preference_data",
                 name="generate_preference_data",
             ),
