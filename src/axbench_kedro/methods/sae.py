@@ -2,8 +2,13 @@
 
 The SAE is read from a local ``params.npz`` (``W_enc [d,F]``, ``b_enc [F]``, ``threshold [F]``, ``W_dec [F,d]``,
 ``b_dec [d]``); a hidden size or width that does not match is an error. Detection is the JumpReLU activation
-1[x·W_enc + b_enc > θ]·ReLU(x·W_enc + b_enc) (no ``b_dec`` subtraction); steering adds ``W_dec[id]``. Each method
-keeps a pruned SAE with one feature per concept. With no SAE file both methods are skipped (with the reason) —
+1[x·W_enc + b_enc > θ]·ReLU(x·W_enc + b_enc) (no ``b_dec`` subtraction); steering adds m·f·``W_dec[id]``. Each
+method keeps a pruned SAE with one feature per concept, listed in the artefact's meta ``sae_ids``.
+
+Magnitudes (``magnitude_source = "sae_table"``): m = the ``max_act`` of that feature in the setting's ``sae_max_act``
+table (Neuronpedia's ``maxValue``; :func:`axbench_kedro.detection.summary.magnitude_table`). A feature missing from a
+present table is an error [D 12]; with no table at all m follows the latent-eval rule of §3.0 and the reports call the
+method "SAE (AxBench max-act)" / "SAE-A (AxBench max-act)" [D 13]. With no SAE file both methods are skipped (with the reason) —
 never replaced by a random SAE. Reading and checking the file is :mod:`axbench_kedro.methods.sae_file` (re-exported
 here).
 
@@ -67,7 +72,8 @@ def feature_aurocs(pos: torch.Tensor, neg: torch.Tensor, max_elements: int = 2**
 
 
 class _SAEBase(Method):
-    """Shared parts: pruned-SAE artifact, JumpReLU detection, ``W_dec`` steering."""
+    """Shared parts: pruned-SAE artifact (meta ``sae_ids`` = each concept's feature, which the magnitude table looks
+    up), JumpReLU detection, ``W_dec`` steering."""
 
     magnitude_source = "sae_table"
 

@@ -3,7 +3,9 @@
 Long form (§1.16): one row per (method, setting) plus one ``setting = "Avg"`` row per method holding the mean of the
 method's Overall Scores over the settings that have it. Wide form: rows = methods sorted by Avg, columns = settings.
 Both carry the method's ``role`` (``method`` | ``control``, from the registry); the Markdown labels controls
-``<name> (control)``.
+``<name> (control)``. Both also carry the ``label`` and ``magnitude_source`` of ``steering_summary`` (the long form
+also ``magnitude_ref``): a method steered with the AxBench max-act fallback [D 13] is shown as its label
+("SAE (AxBench max-act)"), or, when only some settings fell back, its cells there are marked.
 
 Example:
     >>> scores = concept_scores(selection_with_setting)  # doctest: +SKIP
@@ -17,6 +19,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from axbench_kedro.detection.sae_max_act import FALLBACK_TAG
 from axbench_kedro.errors import AxbenchDataError
 from axbench_kedro.metrics.bootstrap import bootstrap_ci, bootstrap_means
 from axbench_kedro.reporting.markdown import MISSING, fmt_number, markdown_table
@@ -35,8 +38,13 @@ __all__ = [
 ]
 
 AVG = "Avg"
+FALLBACK_NOTE = (
+    f"*({FALLBACK_TAG})*: an SAE method steered with the latent-eval magnitude rule (max over the latent-eval rows, "
+    "≤ 0 → 50) because its setting had no `sae_max_act` table (Neuronpedia max activations); protocol D13."
+)
 UNKNOWN_JUDGE = "unknown"
 MIXED_JUDGE = "mixed"
+MIXED_SOURCE = "mixed"
 LONG_COLUMNS = [
     "method",
     "role",
@@ -48,7 +56,11 @@ LONG_COLUMNS = [
     "judge_kind",
     "judge_model",
     "comparable",
+    "label",
+    "magnitude_source",
+    "magnitude_ref",
 ]
+MAGNITUDE_LABEL_COLUMNS = ["label", "magnitude_source", "magnitude_ref"]
 
 
 def require_columns(frame: pd.DataFrame, columns: Iterable[str], dataset: str) -> None:
@@ -87,17 +99,19 @@ def concept_scores(
 
 
 def judge_labels(summary: pd.DataFrame | None) -> pd.DataFrame:
-    """Judge kind and model per (setting, method) from ``steering_summary`` rows (with a ``setting`` column).
+    """Judge kind and model, display label and magnitude source per (setting, method) from ``steering_summary`` rows
+    (with a ``setting`` column).
 
     Returns:
-        ``setting, method, judge_kind, judge_model`` (empty when no summary is given).
+        ``setting, method, judge_kind, judge_model, label, magnitude_source, magnitude_ref`` (empty when no summary
+        is given; a summary written before a column existed gives nulls there).
     """
-    columns = ["setting", "method", "judge_kind", "judge_model"]
+    columns = ["setting", "method", "judge_kind", "judge_model", *MAGNITUDE_LABEL_COLUMNS]
     if summary is None or summary.empty:
         return pd.DataFrame(columns=columns)
     require_columns(summary, ["setting", "method", "judge_kind"], "steering_summary")
-    labels = summary.assign(judge_model=summary.get("judge_model", pd.Series(pd.NA, index=summary.index)))
-    labels = labels[columns].astype({"setting": str, "method": str})
+    absent = {c: pd.Series(pd.NA, index=summary.index) for c in columns if c not in summary.columns}
+    labels = summary.assign(**absent)[columns].astype({"setting": str, "method": str})
     return labels.drop_duplicates(["setting", "method"], keep="last").reset_index(drop=True)
 
 
@@ -118,7 +132,8 @@ def build_leaderboard(
 
     Args:
         scores: ``setting, method, concept_id, score`` (see ``concept_scores``).
-        labels: ``setting, method, judge_kind, judge_model`` (see ``judge_labels``); missing → ``unknown``.
+        labels: ``setting, method, judge_kind, judge_model`` and optionally ``label, magnitude_source,
+            magnitude_ref`` (see ``judge_labels``); a missing judge → ``unknown``, a missing label → the method.
         n_resamples: bootstrap resamples (protocol: 1000).
         confidence: CI coverage (protocol: 0.95).
         seed: the run seed.
@@ -126,7 +141,9 @@ def build_leaderboard(
 
     Returns:
         The long leaderboard (``LONG_COLUMNS``; ``role`` = the method's registered role), methods sorted by Avg
-        (descending, then name), each method's settings in name order followed by its Avg row.
+        (descending, then name), each method's settings in name order followed by its Avg row. The Avg row's
+        ``label`` / ``magnitude_source`` are the settings' common value (label: else the method name; source: else
+        ``mixed``), its ``magnitude_ref`` is null.
     """
     comparable_set = set(comparable_kinds)
     labels = (
@@ -135,6 +152,10 @@ def build_leaderboard(
         else pd.DataFrame(columns=["setting", "method", "judge_kind", "judge_model"])
     )
     label_map = {(r.setting, r.method): (r.judge_kind, r.judge_model) for r in labels.itertuples(index=False)}
+    extra_map = {
+        (str(r["setting"]), str(r["method"])): {c: _text(r.get(c)) for c in MAGNITUDE_LABEL_COLUMNS}
+        for r in labels.to_dict("records")
+    }
     tail = (1.0 - confidence) / 2.0 * 100.0
     rows: list[dict[str, object]] = []
     for method, group in scores.groupby("method", sort=True):
@@ -159,6 +180,7 @@ def build_leaderboard(
                     "judge_kind": kind,
                     "judge_model": None if model is None or pd.isna(model) else str(model),
                     "comparable": kind in comparable_set,
+                    **_magnitude_cells(extra_map.get((str(setting), str(method)), {}), str(method)),
                 }
             )
         avg_low, avg_high = np.percentile(np.mean(np.vstack(resampled), axis=0), [tail, 100.0 - tail])
@@ -176,6 +198,7 @@ def build_leaderboard(
                 "judge_kind": kinds.pop() if len(kinds) == 1 else MIXED_JUDGE,
                 "judge_model": models.pop() if len(models) == 1 else (None if not models else MIXED_JUDGE),
                 "comparable": all(bool(r["comparable"]) for r in per_setting),
+                **_avg_magnitude_cells(per_setting, str(method)),
             }
         )
         rows.extend(per_setting)
@@ -192,8 +215,39 @@ def build_leaderboard(
     return long.reset_index(drop=True)
 
 
+def _text(value: object) -> str | None:
+    return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+def _magnitude_cells(extra: dict[str, str | None], method: str) -> dict[str, str | None]:
+    return {
+        "label": extra.get("label") or method,
+        "magnitude_source": extra.get("magnitude_source"),
+        "magnitude_ref": extra.get("magnitude_ref"),
+    }
+
+
+def _avg_magnitude_cells(per_setting: list[dict[str, object]], method: str) -> dict[str, str | None]:
+    labels = {str(r["label"]) for r in per_setting}
+    sources = {r["magnitude_source"] for r in per_setting if r["magnitude_source"] is not None}
+    return {
+        "label": labels.pop() if len(labels) == 1 else method,
+        "magnitude_source": (sources.pop() if len(sources) == 1 else MIXED_SOURCE) if sources else None,
+        "magnitude_ref": None,
+    }
+
+
 def _settings_of(long: pd.DataFrame) -> list[str]:
     return sorted(s for s in long["setting"].unique() if s != AVG)
+
+
+def _label(cells: pd.DataFrame, method: str, setting: str = AVG) -> str:
+    """The method's display label in ``setting`` (a leaderboard without labels: the method name)."""
+    if "label" in cells.columns and setting in cells.index:
+        value = _text(cells.loc[setting, "label"])
+        if value:
+            return value
+    return method
 
 
 def _role(cells: pd.DataFrame, method: str) -> str:
@@ -210,11 +264,11 @@ def leaderboard_wide(long: pd.DataFrame) -> pd.DataFrame:
         long: output of ``build_leaderboard``.
 
     Returns:
-        ``method, role, judge_kind, comparable, <s>, <s>_ci_low, <s>_ci_high, <s>_n, ..., Avg, Avg_ci_low,
-        Avg_ci_high``.
+        ``method, role, judge_kind, comparable, label, magnitude_source, <s>, <s>_ci_low, <s>_ci_high, <s>_n, ...,
+        Avg, Avg_ci_low, Avg_ci_high`` (label and magnitude source of the Avg row).
     """
     settings = _settings_of(long)
-    columns = ["method", ROLE_COLUMN, "judge_kind", "comparable"]
+    columns = ["method", ROLE_COLUMN, "judge_kind", "comparable", "label", "magnitude_source"]
     for setting in [*settings, AVG]:
         columns += [setting, f"{setting}_ci_low", f"{setting}_ci_high"] + (
             [f"{setting}_n"] if setting != AVG else []
@@ -227,6 +281,8 @@ def leaderboard_wide(long: pd.DataFrame) -> pd.DataFrame:
             ROLE_COLUMN: _role(cells, str(method)),
             "judge_kind": cells.loc[AVG, "judge_kind"],
             "comparable": bool(cells.loc[AVG, "comparable"]),
+            "label": _label(cells, str(method)),
+            "magnitude_source": _text(cells.get("magnitude_source", pd.Series(dtype=object)).get(AVG)),
         }
         for setting in [*settings, AVG]:
             present = setting in cells.index
@@ -244,7 +300,8 @@ def leaderboard_wide(long: pd.DataFrame) -> pd.DataFrame:
 
 def leaderboard_markdown(long: pd.DataFrame, *, confidence: float = 0.95, n_resamples: int = 1000) -> str:
     """The AxBench-style leaderboard as Markdown: ``overall [ci_low, ci_high]`` per cell, non-comparable cells marked,
-    controls labelled ``<name> (control)``.
+    controls labelled ``<name> (control)``, methods shown by their ``label`` (e.g. "SAE (AxBench max-act)" [D 13]);
+    a cell whose setting's label differs from the row's is marked ‡.
 
     Args:
         long: output of ``build_leaderboard``.
@@ -258,7 +315,8 @@ def leaderboard_markdown(long: pd.DataFrame, *, confidence: float = 0.95, n_resa
     lines = [
         "## Steering leaderboard: Overall Score (0–2)",
         "",
-        f"Cell = mean over concepts of the per-concept Score (factor chosen on instructions 0–4, scored on 5–9) "
+        f"Cell = mean over concepts of the per-concept Score (factor chosen on the selection instructions, scored on "
+        "the held-out test instructions; paper: 0–4 / 5–9) "
         f"[{pct} percentile bootstrap CI, {n_resamples} resamples over concepts]. Avg = mean over the settings that "
         "have the method. Rows sorted by Avg.",
         "",
@@ -269,12 +327,16 @@ def leaderboard_markdown(long: pd.DataFrame, *, confidence: float = 0.95, n_resa
     max_n = {s: int(long.loc[long["setting"] == s, "n_concepts"].max()) for s in settings}
     rows: list[list[str]] = []
     flagged = False
+    variants: list[str] = []
     methods = list(long["method"].drop_duplicates())
     roles: list[str] = []
+    shown_labels: list[str] = []
     for method in methods:
         cells = long[long["method"] == method].set_index("setting")
         roles.append(_role(cells, str(method)))
-        row = [method_label(str(method), roles[-1]), str(cells.loc[AVG, "judge_kind"])]
+        row_label = _label(cells, str(method))
+        shown_labels.append(row_label)
+        row = [method_label(row_label, roles[-1]), str(cells.loc[AVG, "judge_kind"])]
         for setting in [*settings, AVG]:
             if setting not in cells.index:
                 row.append(MISSING)
@@ -288,6 +350,9 @@ def leaderboard_markdown(long: pd.DataFrame, *, confidence: float = 0.95, n_resa
             if not bool(cell["comparable"]):
                 text += " †"
                 flagged = True
+            if setting != AVG and _label(cells, str(method), setting) != row_label:
+                text += " ‡"
+                variants.append(f"{_label(cells, str(method), setting)} in {setting}")
             row.append(text)
         rows.append(row)
     rows.append(["concepts", "", *[str(max_n[s]) for s in settings], ""])
@@ -302,5 +367,9 @@ def leaderboard_markdown(long: pd.DataFrame, *, confidence: float = 0.95, n_resa
             "† Judged by a non-comparable judge (e.g. the offline `proxy` judge) or a mix of judges: not comparable "
             "with AxBench's published numbers.",
         ]
+    if variants:
+        lines += ["", f"‡ Variant in that setting: {'; '.join(variants)}."]
+    if any(f"({FALLBACK_TAG})" in label for label in [*shown_labels, *variants]):
+        lines += ["", FALLBACK_NOTE]
     lines += control_note(methods, roles)
     return "\n".join([*lines, ""])
