@@ -38,11 +38,11 @@ class ProjectHooks:
         self._preflight(pipeline, catalog)
 
     def _preflight(self, pipeline: Any, catalog: Any) -> None:
-        """Check the datagen inputs, the model path, the layer, the LLM credentials and the price table before any
-        work starts (datagen's first node answers the negative pool with the target model before it reads the
-        concept list or the provided tables)."""
+        """Check the datagen inputs, the SAE max-activation table, the model path, the layer, the LLM credentials and
+        the price table before any work starts (datagen's first node answers the negative pool with the target model
+        before it reads the concept list or the provided tables; latent_eval reads the table after scoring)."""
         used = set(pipeline.datasets())
-        for name in ("concept_list", "provided_train_data", "provided_latent_eval_data"):
+        for name in ("concept_list", "provided_train_data", "provided_latent_eval_data", "sae_max_act"):
             if name in used:  # a missing, empty or malformed input stops the run here, in one line
                 catalog.load(name)
         if self._context is None:

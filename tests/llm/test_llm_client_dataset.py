@@ -211,3 +211,31 @@ def test_local_backend_spec_is_validated(tmp_path):
 def test_unresolved_credentials_name_is_a_config_error():
     with pytest.raises(AxbenchConfigError, match="credentials"):
         LLMClientDataset(model="gpt-4o-mini", credentials="openai")
+
+
+def test_local_backend_gets_top_k_and_seed_and_the_loaded_model(tmp_path, tiny_gemma3, monkeypatch):
+    from axbench_kedro.lm import loading
+
+    monkeypatch.setitem(loading._LOADED, tiny_gemma3.spec, tiny_gemma3)  # as if `target_model` had loaded it
+    ds = LLMClientDataset(
+        backend="local",
+        target_model_spec=tiny_gemma3.spec.model_dump(),
+        cache_path=str(tmp_path / "rater.sqlite"),
+        local_batch_size=8,
+        top_k=50,
+        seed=7,
+    )
+    backend = ds.load().backend
+    assert backend.tm is tiny_gemma3  # the memoized model, never a second copy
+    assert (backend.top_k, backend.seed, backend.max_batch_size) == (50, 7, 8)
+    assert (ds._describe()["top_k"], ds._describe()["seed"]) == (50, 7)
+    for bad in ({"top_k": -1}, {"seed": -3}, {"top_k": 1.5}):
+        with pytest.raises(AxbenchConfigError, match=next(iter(bad))):
+            LLMClientDataset(backend="local", **bad)
+
+
+def test_top_k_on_the_openai_backend_is_flagged(server, tmp_path, caplog):
+    ds = _dataset(tmp_path, base_url=server.base_url, credentials={"api_key": KEY}, top_k=50)
+    with caplog.at_level(logging.WARNING, logger="axbench_kedro.datasets.llm_client"):
+        ds.load()
+    assert "top_k=50 is not sent by the openai backend" in caplog.text

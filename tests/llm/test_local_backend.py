@@ -95,3 +95,32 @@ def test_local_client_is_free_and_cached(tiny_gemma3, tmp_path):
     row = client.usage_frame("datagen").iloc[0]
     assert (row["calls"], row["cache_hits"], row["cost_usd"]) == (1, 1, 0.0)
     assert row["input_tokens"] == first.input_tokens > 0
+
+
+def test_cache_key_holds_top_k_and_seed_of_sampled_requests(tiny_gemma3, tmp_path):
+    from axbench_kedro.cache import content_key
+    from axbench_kedro.llm.client import CACHE_VERSION
+
+    sampled = LLMRequest.user("Tell me a story about a dog.", max_tokens=6)
+    greedy = LLMRequest.user("Tell me a story about a dog.", max_tokens=6, temperature=0.0)
+
+    def key(req, **kw):
+        return LLMClient(LocalBackend(tiny_gemma3, **kw), cache=None).cache_key(req)
+
+    assert key(sampled, top_k=50) != key(sampled, top_k=0) != key(sampled, top_k=0, seed=1)
+    assert key(sampled, top_k=50) != key(sampled, top_k=40)
+    assert key(greedy, top_k=50) == key(greedy, top_k=0)  # greedy replies depend on neither
+    # top-k 0 and seed 0 add nothing: keys written before these settings existed stay valid
+    legacy = content_key({"v": CACHE_VERSION, **sampled.key_payload() | {"model": tiny_gemma3.name}})
+    assert key(sampled) == legacy
+
+    # one cache file, two top-k values: the second client samples afresh instead of reusing the first reply
+    path = tmp_path / "shared.sqlite"
+    plain = LLMClient(LocalBackend(tiny_gemma3, batch_size=2), cache=path)
+    plain.complete_many([sampled])
+    cut = LLMClient(LocalBackend(tiny_gemma3, batch_size=2, top_k=50), cache=path)
+    reply = cut.complete_many([sampled])[0]
+    assert not reply.cached and cut.totals().calls == 1
+    fresh = LLMClient(LocalBackend(tiny_gemma3, batch_size=2, top_k=50), cache=path)
+    again = fresh.complete_many([sampled])[0]
+    assert again.cached and again.text == reply.text

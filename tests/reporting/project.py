@@ -30,7 +30,7 @@ from . import synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 PLANTED_KEY = "sk-test-PLANTED-9f8e7d6c5b4a39281706"
-CURRENT_SETTING = "embedded_270m_l9"
+CURRENT_SETTING = "embedded_270m_l12"
 OTHER_SETTING = "gemma2_2b_l20"
 LAYERS = (
     "01_raw",

@@ -11,7 +11,7 @@ from axbench_kedro.pipelines.reporting.nodes import combine_settings, make_leade
 
 from . import synthetic
 
-RUN = RunSettings(setting="embedded_270m_l9", layer=9, seed=42)
+RUN = RunSettings(setting="embedded_270m_l12", layer=12, seed=42)
 
 
 def _others() -> dict[str, pd.DataFrame]:
@@ -21,7 +21,7 @@ def _others() -> dict[str, pd.DataFrame]:
         "latent_metrics": [],
     }
     records = []
-    for i, setting in enumerate(["gemma2_2b_l10", "gemma2_9b_l31", "embedded_270m_l9", "scratch_run"]):
+    for i, setting in enumerate(["gemma2_2b_l10", "gemma2_9b_l31", "embedded_270m_l12", "scratch_run"]):
         up = synthetic.upstream(setting, seed=i)
         for name in frames:
             frames[name].append(up[name].assign(setting=setting))
@@ -36,7 +36,7 @@ def test_combine_keeps_current_and_chosen_settings() -> None:
     args = (up["steering_selection"], up["steering_summary"], up["latent_metrics"], _others())
     selection, summary, metrics, sources = combine_settings(*args, ReportingParams(), RUN)
     assert sorted(selection["setting"].unique()) == [
-        "embedded_270m_l9",
+        "embedded_270m_l12",
         "gemma2_2b_l10",
         "gemma2_9b_l31",
         "scratch_run",
@@ -51,7 +51,7 @@ def test_combine_keeps_current_and_chosen_settings() -> None:
         *args, ReportingParams(settings=["gemma2_*"]), RUN
     )
     for frame in (selection, summary, metrics):
-        assert sorted(frame["setting"].unique()) == ["embedded_270m_l9", "gemma2_2b_l10", "gemma2_9b_l31"]
+        assert sorted(frame["setting"].unique()) == ["embedded_270m_l12", "gemma2_2b_l10", "gemma2_9b_l31"]
     assert set(sources["setting"]) == {"gemma2_2b_l10", "gemma2_9b_l31"}
 
 

@@ -20,9 +20,9 @@ SECRET = "sk-proj-THISisAplantedTESTkey0123"
 
 
 def _card(**overrides: object) -> str:
-    up = synthetic.upstream("embedded_270m_l9")
+    up = synthetic.upstream("embedded_270m_l12")
     kwargs: dict[str, object] = {
-        "setting": "embedded_270m_l9",
+        "setting": "embedded_270m_l12",
         "layer": 9,
         "seed": 42,
         "model": {
@@ -57,7 +57,7 @@ def _card(**overrides: object) -> str:
 
 def test_run_card_records_the_protocol_fields() -> None:
     card = _card()
-    assert card.startswith("# Run card: embedded_270m_l9")
+    assert card.startswith("# Run card: embedded_270m_l12")
     for needle in (
         "| layer | 9 |",
         "| run seed | 42 |",
@@ -178,3 +178,47 @@ def test_p1_cap_is_labelled_and_cut_replies_are_counted() -> None:
     section = _card(prompt_steering_texts=old).split("## Prompt baseline instruction (P1)", 1)[1]
     assert "| max_tokens | n/a (not recorded) |" in section
     assert "n/a (no prompt_steering_texts)" in _card()
+
+
+def _rater_usage(opted_in: bool) -> pd.DataFrame:
+    rater = {
+        "model": "google/gemma-2-2b-it", "calls": 82, "cache_hits": 0, "input_tokens": 9000, "output_tokens": 4000,
+        "cost_usd": 0.0, "rater_model": "google/gemma-2-2b-it", "rater_backend": "local", "prompt_style": "chat",
+        "temperature": 1.0, "top_k": 50.0, "max_new_tokens": 512, "batch_size": 256,
+        "template": "detect_concept_rating", "template_sha256": "ab" * 32,
+    }  # fmt: skip
+    rows = [{"stage": "latent_eval", **rater, "parse_failures": 3, "n_ratings": 82,
+             "prompt_detection_imbalance": opted_in}]  # fmt: skip
+    if opted_in:
+        rows.append({"stage": "latent_eval_imbalance", **rater, "parse_failures": 5, "n_ratings": 7200,
+                     "n_cached": 72, "max_generated_tokens": 3649536,
+                     "estimate": "estimated time for the remaining 6872 ratings: about 2.5 h"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_run_card_names_the_detection_rater_and_the_imbalance_opt_in(tmp_path) -> None:
+    path = tmp_path / "usage.csv"
+    _rater_usage(False).to_csv(path, index=False)  # as the catalog stores it (CSV round trip)
+    card = _card(detection_usage=pd.read_csv(path))
+    section = card.split("## Detection rater (PromptDetection)", 1)[1].split("\n## ", 1)[0]
+    for needle in (
+        "| model | google/gemma-2-2b-it |",
+        "| backend | local |",
+        "| temperature | 1 |",
+        "| top-k | 50 |",
+        "| max new tokens | 512 |",
+        "| batch size | 256 |",
+        "| template | detect_concept_rating |",
+        f"| template SHA-256 | {'ab' * 32} |",
+        "| unparsable ratings (scored -1) | 3 |",
+        "| 1:100 set | not rated (opt-in: `latent_eval.prompt_detection_imbalance` is off; protocol D32) |",
+    ):
+        assert needle in section, needle
+    on = _card(detection_usage=_rater_usage(True)).split("## Detection rater (PromptDetection)", 1)[1]
+    assert "| 1:100 set | 7200 ratings (72 cached), up to 3649536 generated tokens |" in on
+    assert (
+        "| 1:100 estimate (logged before rating) | estimated time for the remaining 6872 ratings: about 2.5 h |"
+        in on
+    )
+    excluded = _card(detection_usage=pd.DataFrame([{"stage": "latent_eval", "model": "", "calls": 0}]))
+    assert "n/a (PromptDetection did not rate" in excluded

@@ -10,6 +10,7 @@ from axbench_kedro.errors import AxbenchDataError
 from axbench_kedro.reporting.leaderboard import AVG
 from axbench_kedro.reporting.tables import (
     DETECTION_METRICS,
+    IMB_STATUS,
     USAGE_COLUMNS,
     detection_markdown,
     detection_table,
@@ -51,7 +52,8 @@ def _metrics() -> pd.DataFrame:
 
 def test_detection_table_means_avg_and_order() -> None:
     table = detection_table(_metrics())
-    assert list(table.columns) == ["method", "role", "setting", "n_concepts", *DETECTION_METRICS]
+    assert list(table.columns) == ["method", "role", "setting", "n_concepts", *DETECTION_METRICS, IMB_STATUS]
+    assert set(table["imb_status"]) == {"scored"}
     assert set(table["role"]) == {"method"}
     assert table["method"].drop_duplicates().tolist() == ["DiffMean", "SAE"]  # by Avg ROC AUC
     cell = table.set_index(["method", "setting"])
@@ -164,3 +166,47 @@ def test_judge_health_counts_replicas_once() -> None:
     )
     assert health.loc[("Prompt", "concept"), "n"] == 2
     assert health["parse_failures"].sum() == 0
+
+
+def _with_prompt(status: str | None, settings: tuple[str, ...] = ("s1", "s2")) -> pd.DataFrame:
+    """``_metrics()`` plus PromptDetection rows without 1:100 values (``imb_status`` = ``status``; ``None`` drops the
+    column, as in results written before it existed)."""
+    base = _metrics().assign(imb_status="scored")
+    prompt = base[(base["method"] == "SAE") & base["setting"].isin(settings)].assign(
+        method="Prompt", imb_status=status, f1_imb=np.nan, precision_imb=np.nan, recall_imb=np.nan,
+        auroc_imb=np.nan,
+    )  # fmt: skip
+    frame = pd.concat([base, prompt], ignore_index=True)
+    return frame.drop(columns=["imb_status"]) if status is None else frame
+
+
+@pytest.mark.parametrize("status", ["opt-in", None])
+def test_prompt_detection_imbalance_reads_opt_in_never_blank(status) -> None:
+    table = detection_table(_with_prompt(status))
+    prompt = table[table["method"] == "Prompt"]
+    assert set(prompt["imb_status"]) == {"opt-in"} and prompt["f1_imb"].isna().all()  # CSV: null + reason
+    assert set(table.loc[table["method"] != "Prompt", "imb_status"]) == {"scored"}
+    text = detection_markdown(table)
+    imbalanced = text.split("### Imbalanced set (1:100)", 1)[1]
+    prompt_lines = [line for line in imbalanced.splitlines() if line.startswith("| Prompt |")]
+    assert len(prompt_lines) == 3  # s1, s2, Avg
+    for line in prompt_lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[3:] == ["n/a (opt-in)"] * 4
+    assert "prompt_detection_imbalance" in imbalanced and "D32" in imbalanced
+    sae_line = next(line for line in imbalanced.splitlines() if line.startswith("| SAE | s1 |"))
+    assert "n/a" not in sae_line
+
+
+def test_prompt_detection_imbalance_opted_in_somewhere_averages_the_scored_settings() -> None:
+    metrics = _with_prompt("opt-in")
+    scored = metrics["method"].eq("Prompt") & metrics["setting"].eq("s2")
+    metrics.loc[scored, ["f1_imb", "imb_status"]] = [0.6, "scored"]
+    table = detection_table(metrics).set_index(["method", "setting"])
+    assert table.loc[("Prompt", "s1"), "imb_status"] == "opt-in"
+    assert table.loc[("Prompt", AVG), "imb_status"] == "scored"
+    assert table.loc[("Prompt", AVG), "f1_imb"] == pytest.approx(0.6)
+    text = detection_markdown(table.reset_index())
+    assert "| Prompt | s1 | 2 | n/a (opt-in) | n/a (opt-in) |" in text
+    assert "| Prompt | s2 | 2 | – | 0.600 | – | – |" in text  # scored there (its other metrics: none given)
+    assert "|---|---|---:|---:|---:|---:|---:|" in text  # numbers stay right-aligned beside the labels

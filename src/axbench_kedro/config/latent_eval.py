@@ -16,7 +16,10 @@ __all__ = ["PromptDetectionSettings", "LatentEvalParams"]
 
 
 class PromptDetectionSettings(StrictModel):
-    """PromptDetection (an LLM rates each output with the concept rubric; protocol §3.9).
+    """PromptDetection (the target model rates each output with the concept rubric; protocol §3.9).
+
+    The rater is the ``detection_rater_llm`` catalog dataset (the target model in-process; its top-k and batch size
+    are set there); these settings shape each rating request.
 
     Attributes:
         template: prompt template name under ``conf/base/prompts/`` (placeholders ``{concept}``, ``{text}``).
@@ -42,6 +45,9 @@ class LatentEvalParams(StrictModel):
     roc_grid_points: points of the common FPR grid of the mean ROC plot.
     use_cache: reuse scores whose inputs (model, layer, artefacts, data, settings) are unchanged.
     prompt_detection: PromptDetection settings.
+    prompt_detection_imbalance: also rate every negative of the 1:100 set against every concept with
+        PromptDetection (one rating generation per pair: 3 600 × 500 at paper scale; protocol [D 32]). Off: its
+        ``*_imb`` metrics are null with ``imb_status`` ``opt-in``.
     """
 
     exclude_methods: list[str] = Field(default_factory=list)
@@ -52,3 +58,4 @@ class LatentEvalParams(StrictModel):
     roc_grid_points: int = Field(101, ge=2)
     use_cache: bool = True
     prompt_detection: PromptDetectionSettings = Field(default_factory=PromptDetectionSettings)
+    prompt_detection_imbalance: bool = False

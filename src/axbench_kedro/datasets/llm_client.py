@@ -61,6 +61,8 @@ class LLMClientDataset(AbstractDataset[None, LLMClient]):
             source of the key.
         local_batch_size: requests per generation batch (local backend).
         prompt_style: ``auto`` | ``raw`` | ``chat`` (local backend; see ``LocalBackend``).
+        top_k: top-k cut of sampled replies (local backend; 0 = none). Part of the reply cache key when set.
+        seed: seed of the local backend's per-request sampling streams. Part of the reply cache key when set.
         max_tokens_param: ``max_tokens`` or ``max_completion_tokens`` (OpenAI backend).
         metadata: free-form metadata (kedro-viz).
     """
@@ -79,6 +81,8 @@ class LLMClientDataset(AbstractDataset[None, LLMClient]):
         credentials: dict[str, Any] | None = None,
         local_batch_size: int = 16,
         prompt_style: Literal["auto", "raw", "chat"] = "auto",
+        top_k: int = 0,
+        seed: int = 0,
         max_tokens_param: str = "max_tokens",
         metadata: dict[str, Any] | None = None,
     ) -> None:
@@ -92,6 +96,8 @@ class LLMClientDataset(AbstractDataset[None, LLMClient]):
             ("max_concurrency", max_concurrency, 1),
             ("max_attempts", max_attempts, 1),
             ("local_batch_size", local_batch_size, 1),
+            ("top_k", top_k, 0),
+            ("seed", seed, 0),
         ):
             if not isinstance(value, int) or value < low:
                 raise AxbenchConfigError(f"LLM client `{name}` must be an integer >= {low}, got {value!r}")
@@ -115,6 +121,8 @@ class LLMClientDataset(AbstractDataset[None, LLMClient]):
         self.__credentials = dict(credentials or {})
         self._local_batch_size = local_batch_size
         self._prompt_style = prompt_style
+        self._top_k = top_k
+        self._seed = seed
         self._max_tokens_param = max_tokens_param
         self.metadata = metadata
         self._client: LLMClient | None = None
@@ -169,16 +177,29 @@ class LLMClientDataset(AbstractDataset[None, LLMClient]):
                 max_tokens_param=self._max_tokens_param,
             )
             log.info("LLM client: %s at %s (key from %s)", self._model, backend.location, creds.key_source)
+            if self._top_k:
+                log.warning(
+                    "LLM client %s: top_k=%d is not sent by the openai backend (the OpenAI API has no top-k)",
+                    self._model,
+                    self._top_k,
+                )
         else:
             from axbench_kedro.llm.local_backend import LocalBackend
             from axbench_kedro.lm.loading import load_target_model
 
+            # The process-wide memoized loader: the model the `target_model` dataset hands the nodes, not a copy.
             tm = load_target_model(self._model_spec())
             if self._model and self._model != tm.name:
                 log.warning(
                     "LLM client model %r: the local backend reports the loaded model %r", self._model, tm.name
                 )
-            backend = LocalBackend(tm, batch_size=self._local_batch_size, prompt_style=self._prompt_style)
+            backend = LocalBackend(
+                tm,
+                batch_size=self._local_batch_size,
+                prompt_style=self._prompt_style,
+                top_k=self._top_k,
+                seed=self._seed,
+            )
         Path(self._cache_path).parent.mkdir(parents=True, exist_ok=True)
         return LLMClient(
             backend,
@@ -203,4 +224,5 @@ class LLMClientDataset(AbstractDataset[None, LLMClient]):
             "max_concurrency": self._max_concurrency,
             "max_attempts": self._max_attempts,
             "timeout_s": self._timeout_s,
+            **({"top_k": self._top_k, "seed": self._seed} if self._backend == "local" else {}),
         }

@@ -1,7 +1,9 @@
 """``LLMClient``: persistent cache, concurrency limit, retries and a cost ledger around any backend.
 
-* Cache: SQLite (WAL) keyed by the content hash of model id, messages, sampling parameters and sample index;
-  a hit makes no call and costs nothing; every finished reply is written at once, so a killed run keeps it.
+* Cache: SQLite (WAL) keyed by the content hash of model id, messages, sampling parameters and sample index, plus
+  the backend settings that change a reply without being in the request (``backend.cache_key_extras(req)``, e.g.
+  the local backend's top-k); a hit makes no call and costs nothing; every finished reply is written at once, so a
+  killed run keeps it.
 * Concurrency: at most ``max_concurrency`` backend calls in flight (per event loop).
 * Retries: transient failures (429 / 5xx / timeouts / connection errors / malformed bodies) are retried with
   exponential backoff and jitter, honouring ``Retry-After``; after ``max_attempts`` an ``LLMCallError`` names
@@ -119,8 +121,17 @@ class LLMClient:
         return req
 
     def cache_key(self, req: LLMRequest) -> str:
-        """Content hash of everything that determines the reply (model, messages, sampling, sample index)."""
-        return content_key({"v": CACHE_VERSION, **self._normalise(req).key_payload()})
+        """Content hash of everything that determines the reply (model, messages, sampling, sample index, and the
+        backend's own reply-changing settings such as a local top-k)."""
+        return self._key(self._normalise(req))
+
+    def _key(self, req: LLMRequest) -> str:
+        payload = {"v": CACHE_VERSION, **req.key_payload()}
+        extras = getattr(self.backend, "cache_key_extras", None)
+        settings = extras(req) if callable(extras) else None
+        if settings:  # absent when empty: keys of backends without such settings are unchanged
+            payload["backend_settings"] = settings
+        return content_key(payload)
 
     # -- public API --------------------------------------------------------------------------------------------
     def complete_many(self, requests: Sequence[LLMRequest], desc: str | None = None) -> list[LLMResponse]:
@@ -141,7 +152,7 @@ class LLMClient:
     ) -> list[LLMResponse]:
         """Async version of :meth:`complete_many` (runs in the caller's event loop)."""
         reqs = [self._normalise(r) for r in requests]
-        keys = [content_key({"v": CACHE_VERSION, **r.key_payload()}) for r in reqs]
+        keys = [self._key(r) for r in reqs]
         stored = self.cache.get_many(keys)
         replies: dict[str, LLMResponse] = {}
         for key, value in stored.items():

@@ -12,6 +12,10 @@ request samples from its own random stream, keyed by the hash of its content (sa
 backend seed: different sample indices differ, and a request gives the same text whichever batch it lands in.
 Token counts are the real tokenizer counts; the cost is 0.
 
+The top-k cut and the seed are backend settings, not request fields: :meth:`LocalBackend.cache_key_extras` hands them
+to the client's reply cache key (for sampled requests, when not 0), so a reply sampled with another top-k or seed
+is never reused (and keys made before these settings existed stay valid).
+
 Example:
     >>> backend = LocalBackend(load_target_model(ModelSpec()))
     >>> client = LLMClient(backend, cache="data/02_intermediate/llm_cache.sqlite")
@@ -80,6 +84,8 @@ class LocalBackend:
             )
         if default_max_tokens < 1:
             raise AxbenchConfigError(f"local LLM default_max_tokens must be >= 1, got {default_max_tokens}")
+        if top_k < 0:
+            raise AxbenchConfigError(f"local LLM top_k must be >= 0 (0 = no cut), got {top_k}")
         self.tm = target_model
         self.model = target_model.name
         self.max_batch_size = int(batch_size)
@@ -92,7 +98,10 @@ class LocalBackend:
 
     def __repr__(self) -> str:
         style = "raw" if self.default_raw else "chat"
-        return f"LocalBackend(model={self.model!r}, batch_size={self.max_batch_size}, prompt_style={style!r})"
+        return (
+            f"LocalBackend(model={self.model!r}, batch_size={self.max_batch_size}, prompt_style={style!r}, "
+            f"top_k={self.top_k})"
+        )
 
     # -- prompt rendering ----------------------------------------------------------------------------------------
     def render(self, req: LLMRequest) -> str:
@@ -115,6 +124,13 @@ class LocalBackend:
     def count_tokens(self, text: str) -> int:
         """Tokens of a formatted string (no special tokens added: ``<bos>`` is in the text)."""
         return len(self.tm.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def cache_key_extras(self, req: LLMRequest) -> dict[str, int]:
+        """Backend settings that change ``req``'s reply, for the client's cache key: ``top_k`` and ``seed`` when
+        sampled and not 0 (greedy replies depend on neither; 0 adds nothing, which keeps older keys valid)."""
+        if req.temperature == 0:
+            return {}
+        return {name: value for name, value in (("top_k", self.top_k), ("seed", self.seed)) if value}
 
     # -- generation ----------------------------------------------------------------------------------------------
     def _group_key(self, req: LLMRequest) -> tuple[Any, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -67,12 +67,13 @@ def markdown_table(
     return "\n".join(lines)
 
 
-def frame_to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+def frame_to_markdown(frame: pd.DataFrame, digits: int = 3, right: Collection[str] = ()) -> str:
     """A DataFrame as a pipe table (numbers right-aligned, ``digits`` decimals).
 
     Args:
         frame: the table; its index is dropped.
         digits: decimals of float cells.
+        right: columns right-aligned whatever their dtype (numbers mixed with text such as ``n/a (opt-in)``).
 
     Returns:
         The Markdown table (``*(no rows)*`` for an empty frame).
@@ -80,7 +81,8 @@ def frame_to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     if frame.empty:
         return "*(no rows)*"
     numeric = [
-        pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) for c in frame
+        c in right or (pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]))
+        for c in frame
     ]
     rows = [[fmt_number(v, digits) for v in record] for record in frame.itertuples(index=False, name=None)]
     return markdown_table([str(c) for c in frame.columns], rows, numeric)

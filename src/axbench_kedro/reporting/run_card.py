@@ -1,8 +1,10 @@
 """The run card (protocol §1.17): a Markdown record of what produced a report.
 
 Model, layer, setting, judge (kind, model, temperature, parse rule, template hashes), the Prompt baseline's P1 call
-(its token cap, labelled when set, and the replies cut at it [D 31]), method notes (each method's own
-:attr:`~axbench_kedro.methods.base.Method.report_note`, e.g. the Probe's loss form [D 33]), concepts, seeds, package
+(its token cap, labelled when set, and the replies cut at it [D 31]), PromptDetection's rater and its 1:100 opt-in
+[D 32], method notes (each method's own
+:attr:`~axbench_kedro.methods.base.Method.report_note`, e.g. the Probe's loss form [D 33]), the SAE methods' steering
+magnitudes (Neuronpedia table or AxBench max-act fallback [D 13]), concepts, seeds, package
 versions, git commit, LLM calls/tokens/cost per pipeline stage, wall time per pipeline and the other settings'
 result versions the report read. Secrets never enter it: only named, non-secret fields are written, URLs lose their
 credentials and query strings, and a final pass blanks anything that looks like an API key or equals the value of a
@@ -24,6 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
+from axbench_kedro.reporting.detection_rater import detection_rater_section
+from axbench_kedro.reporting.magnitudes import magnitudes_section
 from axbench_kedro.reporting.markdown import MISSING, fmt_number, frame_to_markdown, markdown_table
 from axbench_kedro.reporting.roles import control_note, method_label
 from axbench_kedro.reporting.tables import fresh_judgements
@@ -280,6 +284,8 @@ def render_run_card(
     methods: Iterable[str] = (),
     max_listed_concepts: int = 20,
     prompt_steering_texts: pd.DataFrame | None = None,
+    magnitudes: pd.DataFrame | None = None,
+    detection_usage: pd.DataFrame | None = None,
 ) -> str:
     """Render the run card as Markdown (already passed through ``redact``).
 
@@ -297,6 +303,10 @@ def render_run_card(
             ``report_note`` is printed under "Method notes".
         max_listed_concepts: concepts listed by name.
         prompt_steering_texts: the P1 replies (``max_tokens``, ``finish_reason``): the cap and the cut replies.
+        magnitudes: ``reporting.magnitudes.magnitude_rows`` of the leaderboard: one line per SAE method and setting
+            naming its Neuronpedia table or the AxBench max-act fallback [D 13].
+        detection_usage: ``latent_eval_llm_usage``: PromptDetection's rater (model, backend, temperature, top-k,
+            max new tokens, template hash) and its 1:100 opt-in with size and estimate [D 32].
 
     Returns:
         The Markdown document.
@@ -322,7 +332,9 @@ def render_run_card(
     lines += ["## Run", "", markdown_table(["field", "value"], run_rows), *control_note(shown), ""]
     lines += _judge_section(judge, judgements)
     lines += _prompt_steering_section(prompt_steering_texts)
+    lines += detection_rater_section(detection_usage)
     lines += _method_notes_section(shown)
+    lines += magnitudes_section(magnitudes)
 
     lines += ["## Concepts", ""]
     if concepts_meta is None or concepts_meta.empty:

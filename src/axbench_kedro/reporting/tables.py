@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from axbench_kedro.detection.summary import IMB_MISSING, IMB_NO_POOL, IMB_OPT_IN, IMB_SCORED, rated_by_llm
 from axbench_kedro.metrics.steering import overall_scores
 from axbench_kedro.metrics.steering import win_rates as steering_win_rates
 from axbench_kedro.reporting.leaderboard import AVG, require_columns
@@ -21,6 +22,9 @@ from axbench_kedro.reporting.roles import ROLE_COLUMN, control_note, label_metho
 
 __all__ = [
     "DETECTION_METRICS",
+    "IMB_LABELS",
+    "IMB_METRICS",
+    "IMB_STATUS",
     "USAGE_COLUMNS",
     "detection_markdown",
     "detection_table",
@@ -46,6 +50,15 @@ DETECTION_METRICS = [
     "precision_imb",
     "recall_imb",
 ]
+IMB_METRICS = DETECTION_METRICS[7:]
+IMB_STATUS = "imb_status"
+# How a table cell reads when a method has no 1:100 metric, by ``imb_status`` (never a bare blank) [D 32].
+IMB_LABELS = {IMB_OPT_IN: "n/a (opt-in)", IMB_NO_POOL: "n/a (no negatives)", IMB_MISSING: "n/a (not scored)"}
+_IMB_PRIORITY = (IMB_SCORED, IMB_OPT_IN, IMB_NO_POOL, IMB_MISSING)
+OPT_IN_NOTE = (
+    "*n/a (opt-in)*: PromptDetection rates the 1:100 set only with `latent_eval.prompt_detection_imbalance: true` "
+    "(one rating generation per negative and concept; protocol D32)."
+)
 USAGE_COLUMNS = ["stage", "model", "calls", "cache_hits", "input_tokens", "output_tokens", "cost_usd"]
 _COMPONENTS = ["test_hm", "test_concept", "test_instruction", "test_fluency"]
 
@@ -74,17 +87,59 @@ def detection_table(latent_metrics: pd.DataFrame) -> pd.DataFrame:
             metric columns other than ``roc_auc`` may be absent (left empty).
 
     Returns:
-        ``method, role, setting, n_concepts`` + ``DETECTION_METRICS``; methods sorted by Avg ROC AUC.
+        ``method, role, setting, n_concepts`` + ``DETECTION_METRICS`` + ``imb_status`` (why the 1:100 metrics are
+        there or empty: ``scored``, ``opt-in`` [D 32], ``no negatives``, ``not scored``); methods sorted by Avg
+        ROC AUC.
     """
     require_columns(latent_metrics, ["setting", "concept_id", "method", "roc_auc"], "latent_metrics")
     frame = latent_metrics.astype({"setting": str, "method": str})
     for column in DETECTION_METRICS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
+    frame[IMB_STATUS] = _imb_status(frame)
     grouped = frame.groupby(["method", "setting"], sort=True)
     table = grouped[DETECTION_METRICS].mean()
     table.insert(0, "n_concepts", grouped["concept_id"].nunique())
-    table = table.reset_index()
-    return with_roles(_with_avg(table, DETECTION_METRICS, "roc_auc"))
+    table = _with_avg(table.reset_index(), DETECTION_METRICS, "roc_auc")
+    per_setting = grouped[IMB_STATUS].agg(_merge_status)
+    per_method = frame.groupby("method")[IMB_STATUS].agg(_merge_status)
+    table[IMB_STATUS] = [
+        per_method.get(m) if s == AVG else per_setting.get((m, s))
+        for m, s in zip(table["method"], table["setting"], strict=True)
+    ]
+    return with_roles(table)
+
+
+def _imb_status(frame: pd.DataFrame) -> pd.Series:
+    """Each ``latent_metrics`` row's ``imb_status``; rows written before the column existed get one inferred: an
+    LLM-rated method without 1:100 values was not opted in (it could not be, then), other rows with values
+    ``scored``."""
+    status = frame[IMB_STATUS].astype(object) if IMB_STATUS in frame else pd.Series(None, frame.index, object)
+    unknown = status.isna()
+    if not unknown.any():
+        return status
+    empty = frame[IMB_METRICS].isna().all(axis=1)
+    llm = frame["method"].map({m: rated_by_llm(m) for m in frame["method"].unique()}).astype(bool)
+    inferred = np.where(empty & llm, IMB_OPT_IN, np.where(empty, None, IMB_SCORED))
+    return status.where(~unknown, pd.Series(inferred, frame.index, object))
+
+
+def _merge_status(values: Iterable[object]) -> str | None:
+    """One status for several rows: ``scored`` when any row was scored (the means skip the others), else the
+    first reason in ``_IMB_PRIORITY``."""
+    found = {v for v in values if isinstance(v, str)}
+    return next((s for s in _IMB_PRIORITY if s in found), min(found) if found else None)
+
+
+def _imb_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """The 1:100 columns for Markdown: a missing value reads ``n/a (<reason>)`` from ``imb_status``."""
+    out = table.copy()
+    if IMB_STATUS not in out.columns:
+        return out
+    labels = out[IMB_STATUS].map(IMB_LABELS)
+    for column in IMB_METRICS:
+        values = out[column].astype(object)
+        out[column] = values.where(~(values.isna() & labels.notna()), labels)
+    return out
 
 
 def detection_markdown(table: pd.DataFrame) -> str:
@@ -101,9 +156,16 @@ def detection_markdown(table: pd.DataFrame) -> str:
     grid = grid.reindex(index=table["method"].drop_duplicates(), columns=settings).reset_index()
     lines += ["Mean ROC AUC over concepts (hard negatives excluded).", "", frame_to_markdown(grid), ""]
     balanced = ["method", "setting", "n_concepts", *DETECTION_METRICS[:7]]
-    imbalanced = ["method", "setting", "n_concepts", *DETECTION_METRICS[7:]]
+    imbalanced = ["method", "setting", "n_concepts", *IMB_METRICS]
     lines += ["### Balanced set (F1-optimal threshold)", "", frame_to_markdown(table[balanced]), ""]
-    lines += ["### Imbalanced set (1:100)", "", frame_to_markdown(table[imbalanced]), ""]
+    lines += [
+        "### Imbalanced set (1:100)",
+        "",
+        frame_to_markdown(_imb_cells(table)[imbalanced], right=IMB_METRICS),
+        "",
+    ]
+    if IMB_STATUS in table.columns and (table[IMB_STATUS] == IMB_OPT_IN).any():
+        lines += [OPT_IN_NOTE, ""]
     if note:
         lines += [*note[1:], ""]
     return "\n".join(lines)

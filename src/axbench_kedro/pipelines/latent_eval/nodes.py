@@ -3,7 +3,8 @@
 * :func:`sample_imbalance_negatives` — the shared 1:100 negative pool (§1.8).
 * :func:`score_model_methods` — every ``activation`` method in one truncated forward pass plus the ``text``
   methods (BoW); pool rows are scored against every concept in the same pass.
-* :func:`score_prompt_detection` — the ``llm`` methods (PromptDetection) through the LLM client.
+* :func:`score_prompt_detection` — the ``llm`` methods (PromptDetection), rated by the target model
+  (``detection_rater_llm``); the 1:100 pool too when opted in [D 32].
 * :func:`merge_latent_scores`, :func:`compute_latent_metrics`, :func:`compute_max_activations`,
   :func:`plot_latent_roc`.
 
@@ -25,7 +26,8 @@ from axbench_kedro.detection.inputs import check_latent_data, detection_artifact
 from axbench_kedro.detection.model_scores import cached_model_scores
 from axbench_kedro.detection.prompt_detection import prompt_detection_scores
 from axbench_kedro.detection.roc import latent_roc_figure
-from axbench_kedro.detection.rows import merge_scores
+from axbench_kedro.detection.rows import concat_pool_scores, merge_scores
+from axbench_kedro.detection.sae_max_act import SAEMaxActTable
 from axbench_kedro.detection.summary import latent_metrics_frame, magnitude_table
 from axbench_kedro.lm.types import TargetModel
 from axbench_kedro.methods.base import MethodArtifact
@@ -86,32 +88,38 @@ def score_model_methods(
 
 def score_prompt_detection(
     latent_eval_data: pd.DataFrame,
+    imbalance_negatives: pd.DataFrame,
     concepts_meta: pd.DataFrame,
     method_artifacts: Mapping[str, MethodArtifact],
-    generator_llm: Any,
+    detection_rater_llm: Any,
     llm_prices: Mapping[str, Any],
     prompt_templates: Mapping[str, Any],
     latent_eval: LatentEvalParams,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """PromptDetection: the LLM rates each output for the concept (rubric J1); the parsed rating is ``max_act``.
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """PromptDetection: the target model rates each output for the concept (rubric J1); the rating is ``max_act``.
 
-    The template named by ``latent_eval.prompt_detection.template`` comes from ``prompt_templates``; the usage
-    is costed with ``llm_prices``.
+    ``detection_rater_llm`` (a lazy handle: built only when an ``llm`` method is scored) is the rater; the template
+    named by ``latent_eval.prompt_detection.template`` comes from ``prompt_templates``; the usage is costed with
+    ``llm_prices``. With ``latent_eval.prompt_detection_imbalance`` the 1:100 pool is rated too [D 32].
 
     Returns:
-        ``(scores, usage)``: §1.7 rows (``max_act`` in [0, 2] or −1 when unparsable, ``max_act_idx`` −1) and the
-        LLM usage of this stage (``latent_eval_llm_usage``).
+        ``(scores, imbalance_prompt_scores, usage)``: §1.7 rows (``max_act`` in [0, 2] or −1 when unparsable,
+        ``max_act_idx`` −1, with ``template``, ``template_sha256``, ``rater_model``), the pool's
+        ``neg_row_id, concept_id, method, max_act`` rows (empty unless opted in) and the LLM usage of this stage
+        (``latent_eval_llm_usage``).
     """
     data = check_latent_data(latent_eval_data)
     arts = detection_artifacts(method_artifacts, latent_eval.exclude_methods, kinds=("llm",))
     return prompt_detection_scores(
         data,
+        imbalance_negatives,
         concepts_meta,
         list(arts),
-        generator_llm,
+        detection_rater_llm,
         llm_prices,
         prompt_templates,
         latent_eval.prompt_detection,
+        imbalance=latent_eval.prompt_detection_imbalance,
     )
 
 
@@ -121,22 +129,35 @@ def merge_latent_scores(model_scores: pd.DataFrame, prompt_scores: pd.DataFrame)
 
 
 def compute_latent_metrics(
-    latent_scores: pd.DataFrame, imbalance_scores: pd.DataFrame, imbalance_negatives: pd.DataFrame
+    latent_scores: pd.DataFrame,
+    imbalance_scores: pd.DataFrame,
+    imbalance_prompt_scores: pd.DataFrame,
+    imbalance_negatives: pd.DataFrame,
+    latent_eval: LatentEvalParams,
 ) -> pd.DataFrame:
-    """``latent_metrics`` (§1.15): one row per concept and method, plus the 1:100 metrics and achieved ratio."""
-    return latent_metrics_frame(latent_scores, imbalance_scores, len(imbalance_negatives))
+    """``latent_metrics`` (§1.15): one row per concept and method, plus the 1:100 metrics, their ``imb_status`` and
+    the achieved ratio (PromptDetection's 1:100 metrics only when opted in [D 32])."""
+    return latent_metrics_frame(
+        latent_scores,
+        concat_pool_scores([imbalance_scores, imbalance_prompt_scores]),
+        len(imbalance_negatives),
+        llm_imbalance=latent_eval.prompt_detection_imbalance,
+    )
 
 
 def compute_max_activations(
-    latent_scores: pd.DataFrame, method_artifacts: Mapping[str, MethodArtifact]
+    latent_scores: pd.DataFrame,
+    method_artifacts: Mapping[str, MethodArtifact],
+    sae_max_act: SAEMaxActTable,
 ) -> pd.DataFrame:
     """``max_activations`` (§1.9): per concept and steering method the magnitude base m.
 
-    ``latent_eval`` and ``sae_table`` methods: max of ``max_act`` over all of the concept's rows, ≤ 0 → 50 (the
-    SAE's Neuronpedia table, when the steering pipeline has one, takes precedence there: [D 13]). ``unit``
-    methods: m = 1. Factor-free methods have no magnitude.
+    ``latent_eval`` methods: max of ``max_act`` over all of the concept's rows, ≤ 0 → 50. ``sae_table`` methods
+    (SAE, SAE-A): the ``sae_max_act`` value of the feature they use (``source = sae_table``; a missing feature is an
+    error [D 12]); without a table the latent-eval rule, ``source = latent_eval``, labelled "AxBench max-act" in
+    the reports [D 13]. ``unit`` methods: m = 1. Factor-free methods have no magnitude.
     """
-    return magnitude_table(latent_scores, method_artifacts)
+    return magnitude_table(latent_scores, method_artifacts, sae_max_act)
 
 
 def plot_latent_roc(latent_scores: pd.DataFrame, latent_eval: LatentEvalParams) -> Figure:

@@ -18,6 +18,7 @@ from axbench_kedro.config.reporting import ReportingParams
 from axbench_kedro.reporting import leaderboard as lb
 from axbench_kedro.reporting import plots, run_card, tables
 from axbench_kedro.reporting.across_settings import stack_settings
+from axbench_kedro.reporting.magnitudes import magnitude_rows
 
 __all__ = [
     "collect_run_provenance",
@@ -165,10 +166,13 @@ def make_run_card(
     sources: pd.DataFrame,
     leaderboard: pd.DataFrame,
     prompt_steering_texts: pd.DataFrame | None = None,
+    latent_eval_llm_usage: pd.DataFrame | None = None,
 ) -> str:
     """The run card (§1.17) as Markdown.
 
-    ``prompt_steering_texts`` gives the P1 call's token cap (labelled when set) and the replies cut at it [D 31].
+    ``prompt_steering_texts`` gives the P1 call's token cap (labelled when set) and the replies cut at it [D 31];
+    ``leaderboard`` the methods and, per SAE method and setting, where its magnitudes came from [D 13];
+    ``latent_eval_llm_usage`` PromptDetection's rater and its 1:100 opt-in [D 32].
     """
     return run_card.render_run_card(
         setting=run.setting,
@@ -185,4 +189,6 @@ def make_run_card(
         methods=leaderboard["method"].unique().tolist() if not leaderboard.empty else [],
         max_listed_concepts=params.max_listed_concepts,
         prompt_steering_texts=prompt_steering_texts,
+        magnitudes=magnitude_rows(leaderboard),
+        detection_usage=latent_eval_llm_usage,
     )

@@ -125,6 +125,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "report_sources",
                     "leaderboard",
                     "prompt_steering_texts",
+                    "latent_eval_llm_usage",
                 ],
                 outputs="run_card",
                 name="make_run_card",

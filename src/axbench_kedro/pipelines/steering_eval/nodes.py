@@ -159,11 +159,13 @@ def select_steering_factors(steering_scores: pd.DataFrame) -> pd.DataFrame:
 def summarize_steering(
     steering_selection: pd.DataFrame,
     judgements: pd.DataFrame,
+    max_activations: pd.DataFrame,
     params: SteeringEvalParams,
     run: RunSettings,
 ) -> pd.DataFrame:
-    """``steering_summary``: one row per method with the Overall Score, its parts and the judge record."""
-    out = steering_summary_frame(steering_selection, judgements, params, run)
+    """``steering_summary``: one row per method with the Overall Score, its parts, the judge record and the
+    magnitude source (``label`` names a ``sae_table`` method that fell back to the latent-eval rule, [D 13])."""
+    out = steering_summary_frame(steering_selection, judgements, params, run, max_activations)
     log_steering_summary(out)
     return out
 

@@ -81,7 +81,13 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             ),
             node(
                 nodes.summarize_steering,
-                inputs=["steering_selection", "judgements", "params:steering_eval", "params:run"],
+                inputs=[
+                    "steering_selection",
+                    "judgements",
+                    "max_activations",
+                    "params:steering_eval",
+                    "params:run",
+                ],
                 outputs="steering_summary",
                 name="summarize_steering",
             ),
