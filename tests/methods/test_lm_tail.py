@@ -126,3 +126,41 @@ def test_loss_without_gradient_and_argument_checks() -> None:
         linear_cross_entropy(hidden, weight.requires_grad_(True), labels)
     with pytest.raises(IndexError, match="labels"):
         linear_cross_entropy(hidden, weight.detach(), torch.tensor([0, 1, 2, 300]))
+
+
+@pytest.mark.parametrize("softcap", [None, 30.0])
+def test_chunk_maxima_below_and_above_the_rescale_margin_match_float64(softcap) -> None:
+    """Logits climbing chunk by chunk slower and much faster than the rescale margin: float64 CE and gradient.
+
+    Column j's logit is ``scale_row · v_j`` with ``v`` rising ~2.5 per 64-column chunk: the first row's maxima stay
+    within the margin of its first chunk (never rescaled, sums of terms above 1), the last row's jump far past it
+    every chunk (logits up to ~1,600), the others cross it now and then. Losses are as close to float64 as plain
+    float32 logits get (the last row's CE of ~1,600-sized logits has float32 rounding of ~1e-4).
+    """
+    gen = torch.Generator().manual_seed(2)
+    vocab, d = 1000, 4
+    v = torch.arange(vocab) / 25.0 + torch.rand(vocab, generator=gen)
+    weight = torch.cat([v[:, None], torch.randn(vocab, d - 1, generator=gen) * 0.1], dim=1)
+    scales = torch.tensor([0.3, 1.0, 3.0, 12.0, 40.0])
+    hidden = torch.cat([scales[:, None], torch.randn(5, d - 1, generator=gen)], dim=1).requires_grad_(True)
+    labels = torch.tensor([3, 999, 640, 128, 998])
+    rows_weight = torch.arange(1.0, 6.0)
+    ce = linear_cross_entropy(hidden, weight, labels, softcap, chunk=64)
+    ce.backward(rows_weight)
+
+    def capped(logits: torch.Tensor) -> torch.Tensor:
+        return logits if softcap is None else torch.tanh(logits / softcap) * softcap
+
+    h64 = hidden.detach().double().requires_grad_(True)
+    logits = capped(h64 @ weight.double().T)
+    ref = F.cross_entropy(logits, labels, reduction="none")
+    ref.backward(rows_weight.double())
+    plain32 = F.cross_entropy(capped(hidden.detach() @ weight.T), labels, reduction="none")
+    if softcap is None:
+        growth = (logits.amax(dim=1) - logits[:, :64].amax(dim=1)).detach()
+        assert float(growth[0]) < 20 < float(growth[-1]) / 10  # below / far above the margin
+    assert torch.isfinite(ce).all() and torch.isfinite(hidden.grad).all()
+    tol = torch.clamp(2 * (plain32.double() - ref.detach()).abs(), min=1e-5)
+    assert torch.all((ce.double() - ref.detach()).abs() <= tol)
+    rel = (hidden.grad.double() - h64.grad).norm(dim=1) / h64.grad.norm(dim=1)
+    assert torch.all(rel < 1e-4)
