@@ -11,7 +11,7 @@ from axbench_kedro.config.training import TrainingParams
 from axbench_kedro.datasets.method_artifacts import ArtifactStore
 from axbench_kedro.methods.sae import SAESource
 
-from .synthetic_data import make_concepts_meta, make_train_data
+from .synthetic_data import make_concepts_meta, make_preference_data, make_train_data
 
 __all__ = ["LAYER", "SAE_IDS", "KeptMemoryDataset", "write_sae", "training_catalog"]
 
@@ -43,10 +43,12 @@ def write_sae(path, d: int = 64, width: int = 32) -> str:
 def training_catalog(tm, sae_path, store_path, params: TrainingParams | None = None) -> DataCatalog:
     meta = make_concepts_meta(3)
     meta["sae_id"] = pd.Series(SAE_IDS, dtype="int64")
+    train = make_train_data(n_concepts=3, n_pos=6, n_pool=6)
     return DataCatalog(
         {
-            "train_data": MemoryDataset(make_train_data(n_concepts=3, n_pos=6, n_pool=6)),
+            "train_data": MemoryDataset(train),
             "concepts_meta": MemoryDataset(meta),
+            "preference_data": MemoryDataset(make_preference_data(train)),
             "target_model": MemoryDataset(tm, copy_mode="assign"),
             "sae_params": MemoryDataset(SAESource(sae_path), copy_mode="assign"),
             "training_cache": MemoryDataset(ArtifactStore(store_path), copy_mode="assign"),

@@ -12,7 +12,13 @@ import pandas as pd
 
 from fixtures.released_layout import TEST_COLUMNS
 
-__all__ = ["CONCEPTS", "make_concepts_meta", "make_train_data", "make_latent_eval_data"]
+__all__ = [
+    "CONCEPTS",
+    "make_concepts_meta",
+    "make_train_data",
+    "make_latent_eval_data",
+    "make_preference_data",
+]
 
 CONCEPTS = [
     ("car rental services", "rental car rent cars travel hotel trip service"),
@@ -101,3 +107,22 @@ def make_latent_eval_data(
     frame["sae_link"] = "null"
     frame["sae_id"] = pd.Series([-1] * len(frame), dtype="int64")
     return frame[TEST_COLUMNS]
+
+
+def make_preference_data(train_data: pd.DataFrame, seed: int = 2) -> pd.DataFrame:
+    """``preference_data`` (§1.4) of ``train_data``'s positives: winning = the positive, losing = a neutral sentence."""
+    rng = random.Random(seed)
+    pos = train_data[(train_data["category"] == "positive") & (train_data["concept_id"] >= 0)]
+    frame = pd.DataFrame(
+        {
+            "input": pos["input"].to_numpy(),
+            "winning_output": pos["output"].to_numpy(),
+            "losing_output": [_sentence(rng, [], 0, length=10) for _ in range(len(pos))],
+            "output_concept": pos["output_concept"].to_numpy(),
+            "concept_genre": pos["concept_genre"].to_numpy(),
+            "category": "positive",
+            "dataset_category": pos["dataset_category"].to_numpy(),
+            "concept_id": pos["concept_id"].astype("int64").to_numpy(),
+        }
+    )
+    return frame

@@ -22,6 +22,7 @@ from axbench_kedro.config.reporting import ReportingParams
 from axbench_kedro.config.steering_eval import SteeringEvalParams
 from axbench_kedro.config.training import TrainingParams
 from axbench_kedro.datasets.method_artifacts import ArtifactStore
+from axbench_kedro.detection.sae_max_act import SAEMaxActTable
 from axbench_kedro.pipelines.latent_eval import create_pipeline as latent_pipeline
 from axbench_kedro.pipelines.reporting.nodes import make_leaderboard
 from axbench_kedro.pipelines.steering_eval import create_pipeline as steering_pipeline
@@ -93,7 +94,8 @@ def test_plugin_method_trains_scores_steers_and_ranks(toy_plugin, tmp_path) -> N
             "concepts_meta": concepts_meta,
             "method_artifacts": arts,
             "target_model": tm,
-            "generator_llm": None,
+            "detection_rater_llm": None,
+            "sae_max_act": SAEMaxActTable(None),
             "llm_prices": project_llm_prices(),
             "prompt_templates": project_prompt_templates(),
             "latent_cache": ArtifactStore(tmp_path / "latent_cache"),

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from axbench_kedro.detection.sae_max_act import read_sae_max_act
+from axbench_kedro.detection.summary import magnitude_table
 from axbench_kedro.errors import AxbenchConfigError, AxbenchDataError
 from axbench_kedro.methods.activations import ConceptActivations, RowActivations
-from axbench_kedro.methods.base import ConceptData, ConceptInputs
+from axbench_kedro.methods.base import ConceptData, ConceptInputs, MethodArtifact
 from axbench_kedro.methods.registry import get_method
 from axbench_kedro.methods.sae import (
     SAESource,
@@ -57,8 +60,8 @@ def _concept_acts(seed: int = 0) -> ConceptActivations:
     return ConceptActivations.from_parts(parts[0], parts[1], prefix_length=2)
 
 
-def _data(sae_id: int = 3) -> ConceptData:
-    return ConceptData(0, "c", "text", sae_id, ("a",) * 4, ("b",) * 4, ("n",) * 4, ("m",) * 4)
+def _data(sae_id: int = 3, concept_id: int = 0) -> ConceptData:
+    return ConceptData(concept_id, "c", "text", sae_id, ("a",) * 4, ("b",) * 4, ("n",) * 4, ("m",) * 4)
 
 
 def test_jumprelu_worked_example() -> None:
@@ -93,8 +96,6 @@ def test_sae_uses_the_concept_feature_and_stacks_a_pruned_sae(tmp_path) -> None:
         and tensors["b_dec"].shape == (D,)
     )
     assert meta["sae_ids"] == [3, 5]
-    from axbench_kedro.methods.base import MethodArtifact
-
     art = MethodArtifact("SAE", tensors, {"concept_ids": [0, 1]})
     enc = method.detection_encoder(art)
     x = torch.randn(4, D)
@@ -155,3 +156,63 @@ def test_row_max_activations_chunks_agree(tmp_path) -> None:
     a = row_max_activations(sae, acts.acts.tokens, acts.acts.row, 8, chunk=5)
     b = row_max_activations(sae, acts.acts.tokens, acts.acts.row, 8, chunk=1000)
     assert torch.allclose(a, b)
+
+
+def _artifact(name: str, rows: list[dict[str, torch.Tensor]], concepts: list[ConceptData]) -> MethodArtifact:
+    """What training stores for ``name`` (stack → tensors + meta, incl. ``sae_ids``)."""
+    tensors, meta = get_method(name).stack(rows, concepts)
+    return MethodArtifact(
+        name, tensors, {**meta, "status": "ok", "concept_ids": [c.concept_id for c in concepts]}
+    )
+
+
+def test_steering_magnitude_is_the_table_value_of_each_methods_feature(tmp_path) -> None:
+    """SAE: the concept's own feature; SAE-A: the feature it chose (protocol §3.7, §3.8, §1.9)."""
+    path = tmp_path / "params.npz"
+    _write_sae(path)
+    sae = load_sae_params(path, d_model=D)
+    concepts = [_data(3, concept_id=0), _data(5, concept_id=1)]
+    sae_rows = [
+        get_method("SAE").train_concept(ConceptInputs(data=c, seed=0, sae=sae), None) for c in concepts
+    ]
+    method_a = get_method("SAE-A")
+    a_rows = [
+        method_a.train_concept(
+            ConceptInputs(data=c, seed=0, activations=_concept_acts(), sae=sae), method_a.params()
+        )
+        for c in concepts
+    ]
+    arts = {"SAE": _artifact("SAE", sae_rows, concepts), "SAE-A": _artifact("SAE-A", a_rows, concepts)}
+    assert arts["SAE-A"].meta["sae_ids"] == [PLANTED, PLANTED]
+    scores = pd.DataFrame(
+        {
+            "concept_id": [0, 0, 1, 1] * 2,
+            "method": ["SAE"] * 4 + ["SAE-A"] * 4,
+            "max_act": [2.0, 1.0, 0.0, -1.0, 4.0, 3.5, -3.0, -2.0],
+        }  # fmt: skip
+    )
+    table_path = tmp_path / "sae_max_act.csv"
+    pd.DataFrame({"sae_id": [3, 5, PLANTED], "max_act": [12.5, -1.0, 80.0]}).to_csv(table_path, index=False)
+    table = read_sae_max_act(table_path)
+
+    got = magnitude_table(scores, arts, table).set_index(["method", "concept_id"])
+    assert got.loc[("SAE", 0), ["max_act", "magnitude_base", "source"]].tolist() == [12.5, 12.5, "sae_table"]
+    assert got.loc[("SAE", 1), ["max_act", "magnitude_base"]].tolist() == [-1.0, 50.0]  # <= 0 -> 50, as §3.0
+    assert got.loc["SAE-A", "max_act"].tolist() == [80.0, 80.0]
+    assert set(got["source"]) == {"sae_table"} and set(got["source_ref"]) == {table.describe()}
+
+    # No table: the latent-eval rule of §3.0 (max over the concept's rows, <= 0 -> 50), source latent_eval [D 13]
+    fallback = magnitude_table(scores, arts, None).set_index(["method", "concept_id"])
+    assert fallback["magnitude_base"].tolist() == [2.0, 50.0, 4.0, 50.0]
+    assert set(fallback["source"]) == {"latent_eval"}
+    assert all("no sae_max_act table" in ref for ref in fallback["source_ref"])
+
+    # A present table without SAE-A's feature: an error naming method, concept and feature, never a fallback [D 12]
+    pd.DataFrame({"sae_id": [3, 5], "max_act": [12.5, 7.0]}).to_csv(table_path, index=False)
+    with pytest.raises(
+        AxbenchDataError, match=rf"'SAE-A': concept_id 0 -> feature {PLANTED}, concept_id 1 -> feature"
+    ):
+        magnitude_table(scores, arts, read_sae_max_act(table_path))
+    arts["SAE"].meta.pop("sae_ids")
+    with pytest.raises(AxbenchDataError, match=r"method_artifacts\[SAE\]: meta 'sae_ids'"):
+        magnitude_table(scores, arts, read_sae_max_act(table_path))

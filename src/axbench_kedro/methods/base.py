@@ -37,6 +37,7 @@ from axbench_kedro.config.common import StrictModel
 
 if TYPE_CHECKING:  # pragma: no cover
     from axbench_kedro.methods.activations import ConceptActivations, LMObjectiveRows
+    from axbench_kedro.methods.preference import PreferenceRows
     from axbench_kedro.methods.sae_file import SAEParams, SAESource
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "Requirement",
     "NoParams",
     "ConceptData",
+    "PreferenceData",
     "ConceptInputs",
     "DetectionEncoder",
     "MethodArtifact",
@@ -63,7 +65,8 @@ MethodRole = Literal["method", "control"]
 #   "lm_objective" — cached layer-L states of F-prompt + output rows, to train through the LM loss
 #   "sae"          — a GemmaScope SAE (``params.npz``)
 #   "texts"        — nothing but the raw rows (the ConceptData is always given)
-Requirement = Literal["activations", "lm_objective", "sae", "texts"]
+#   "preference"   — the concept's ``preference_data`` pairs as cached layer-L states (RePS family, protocol §3.13)
+Requirement = Literal["activations", "lm_objective", "sae", "texts", "preference"]
 
 
 class NoParams(StrictModel):
@@ -119,6 +122,35 @@ class ConceptData:
         return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class PreferenceData:
+    """One concept's preference pairs (protocol §1.4, §2.6), in ``preference_data`` row order.
+
+    Attributes:
+        concept_id: dense concept id.
+        inputs: raw instructions x.
+        winning: the concept responses y_c (``winning_output``).
+        losing: the target model's own responses y (``losing_output``).
+    """
+
+    concept_id: int
+    inputs: tuple[str, ...]
+    winning: tuple[str, ...]
+    losing: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the pairs (part of the training cache key of the methods that use them)."""
+        h = hashlib.sha256(str(self.concept_id).encode() + b"\x00")
+        for rows in (self.inputs, self.winning, self.losing):
+            h.update(str(len(rows)).encode() + b"\x01")
+            for text in rows:
+                h.update(text.encode("utf-8") + b"\x00")
+        return h.hexdigest()
+
+
 @dataclass
 class ConceptInputs:
     """What the trainer hands :meth:`Method.train_concept` for one concept.
@@ -132,9 +164,10 @@ class ConceptInputs:
         d_model: hidden size d of the target model (always filled in by the trainer).
         activations: shared layer-L activations of the F-binary rows ("activations").
         lm_rows: cached layer-L states for LM-objective training ("lm_objective").
-        lm_tail: callable runtime of the blocks after L and the LM head ("lm_objective").
+        lm_tail: callable runtime of the blocks after L and the LM head ("lm_objective", "preference").
         sae: the full SAE ("sae").
         binary_texts: F-binary strings of ``data.inputs``/``data.outputs`` ("texts").
+        preference: cached layer-L states of the concept's preference pairs ("preference").
     """
 
     data: ConceptData
@@ -146,6 +179,7 @@ class ConceptInputs:
     lm_rows: LMObjectiveRows | None = None
     lm_tail: Any = None
     sae: SAEParams | None = None
+    preference: PreferenceRows | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,16 +36,28 @@ from axbench_kedro.methods.activations import (
     compute_lm_rows,
     compute_row_activations,
 )
-from axbench_kedro.methods.base import ConceptData, ConceptInputs, Method, MethodArtifact
+from axbench_kedro.methods.base import ConceptData, ConceptInputs, Method, MethodArtifact, PreferenceData
 from axbench_kedro.methods.lm_tail import LMTail
+from axbench_kedro.methods.preference import PREFERENCE_MAX_LENGTH, PreferenceRows, compute_preference_rows
 from axbench_kedro.methods.sae_file import SAEParams, SAESource
 
-__all__ = ["TrainOptions", "build_concepts", "derive_seed", "lm_targets", "train_methods", "skipped_artifact"]
+__all__ = [
+    "TrainOptions",
+    "build_concepts",
+    "build_preferences",
+    "derive_seed",
+    "lm_targets",
+    "train_methods",
+    "skipped_artifact",
+]
 
 log = logging.getLogger(__name__)
 
 _TRAIN_COLUMNS = ("input", "output", "output_concept", "concept_genre", "category", "concept_id")
 _META_COLUMNS = ("concept_id", "concept")
+_PREFERENCE_COLUMNS = ("input", "winning_output", "losing_output", "concept_id")
+# resources trained through the blocks after L and the LM head (tail dtype and [D 2] targets are part of their key)
+_TAIL_REQUIREMENTS = frozenset({"lm_objective", "preference"})
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,7 @@ class TrainOptions:
     lm_objective_dtype: torch.dtype | None = None
     concept_group_size: int = 4
     append_eot_to_targets: bool = False
+    preference_max_length: int = PREFERENCE_MAX_LENGTH
 
 
 def _require(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
@@ -119,6 +132,29 @@ def build_concepts(train_data: pd.DataFrame, concepts_meta: pd.DataFrame) -> lis
     return concepts
 
 
+def build_preferences(
+    preference_data: pd.DataFrame, concepts: Sequence[ConceptData]
+) -> dict[int, PreferenceData]:
+    """Each concept's preference pairs (protocol §1.4), in ``preference_data`` row order.
+
+    Raises:
+        AxbenchDataError: missing columns, or a concept of ``concepts`` without pairs.
+    """
+    _require(preference_data, _PREFERENCE_COLUMNS, "preference_data")
+    out: dict[int, PreferenceData] = {}
+    for c in concepts:
+        rows = preference_data[preference_data["concept_id"] == c.concept_id]
+        if rows.empty:
+            raise AxbenchDataError(f"preference_data: concept_id {c.concept_id} has no preference pairs")
+        out[c.concept_id] = PreferenceData(
+            concept_id=c.concept_id,
+            inputs=tuple(map(str, rows["input"])),
+            winning=tuple(map(str, rows["winning_output"])),
+            losing=tuple(map(str, rows["losing_output"])),
+        )
+    return out
+
+
 def derive_seed(run_seed: int, concept_id: int, stage: str) -> int:
     """A per-concept, per-stage seed derived from the run seed (no global random state)."""
     return int(content_key([int(run_seed), int(concept_id), stage])[:8], 16)
@@ -142,6 +178,8 @@ class _Resources:
         self.pool_acts: dict[str, RowActivations] = {}
         self.pool_lm: dict[str, LMObjectiveRows] = {}
         self.positives: dict[int, RowActivations] = {}
+        # the current group's preference pairs (shared by the RePS family)
+        self.preference: dict[int, PreferenceRows] = {}
         self._tail: LMTail | None = None
         self.seconds: dict[str, float] = {"activations": 0.0, "lm_cache": 0.0}
 
@@ -216,6 +254,27 @@ class _Resources:
             self.pool_lm[c.genre] = self._lm(c.neg_inputs, c.neg_outputs, self.pool_acts.get(c.genre))
         return LMObjectiveRows.concat([pos, self.pool_lm[c.genre]])
 
+    def preference_rows(self, pref: PreferenceData) -> PreferenceRows:
+        """Cached layer-L states of ``pref``'s pairs (computed once per concept group)."""
+        if pref.concept_id not in self.preference:
+            start = time.perf_counter()
+            self.preference[pref.concept_id] = compute_preference_rows(
+                self.tm,
+                pref,
+                self.opts.layer,
+                self.prefix,
+                self.opts.lm_cache_batch_size,
+                targets=(
+                    lm_targets(self.tm.tokenizer, pref.winning, self.opts.append_eot_to_targets),
+                    lm_targets(self.tm.tokenizer, pref.losing, self.opts.append_eot_to_targets),
+                ),
+                max_length=self.opts.preference_max_length,
+            )
+            self.seconds["preference_cache"] = (
+                self.seconds.get("preference_cache", 0.0) + time.perf_counter() - start
+            )
+        return self.preference[pref.concept_id]
+
 
 def lm_targets(tokenizer: Any, outputs: Sequence[str], append_eot: bool) -> list[str]:
     """LM-objective targets appended after F-prompt: ``{output}`` exactly (Feb/paper), or with the template's turn end
@@ -254,13 +313,18 @@ def _cache_key(
             "layer": opts.layer,
             "seed": opts.seed,
             "max_length": opts.max_length,
-            "lm_dtype": str(opts.lm_objective_dtype) if "lm_objective" in method.requires else None,
+            "lm_dtype": str(opts.lm_objective_dtype) if _TAIL_REQUIREMENTS & method.requires else None,
             "concept": c.fingerprint(),
             "extra": extra,
             # Only when on, so that switching it off reuses every earlier result ([D 2]).
             **(
                 {"append_eot": True}
-                if opts.append_eot_to_targets and "lm_objective" in method.requires
+                if opts.append_eot_to_targets and _TAIL_REQUIREMENTS & method.requires
+                else {}
+            ),
+            **(
+                {"preference_max_length": opts.preference_max_length}
+                if "preference" in method.requires
                 else {}
             ),
         }
@@ -285,8 +349,10 @@ def _train_group(
     store: Any,
     sae_params: SAEParams | None,
     opts: TrainOptions,
+    preferences: Mapping[int, PreferenceData] | None = None,
 ) -> None:
     """Train every pending (method, concept) of one concept group; each method sees the group at once."""
+    res.preference = {}  # the previous group's pairs are done with
     pending = {m.name: [i for i in group if results[m.name][i] is None] for m, _ in runnable}
     active = [(m, hp) for m, hp in runnable if pending[m.name]]
     needs = set().union(*(m.requires for m, _ in active))
@@ -308,6 +374,9 @@ def _train_group(
             base["binary_texts"] = tuple(res.binary(c.inputs, c.outputs))
         if "sae" in needs:
             base["sae"] = sae_params
+        if "preference" in needs and preferences is not None:
+            base["preference"] = res.preference_rows(preferences[c.concept_id])
+            base["lm_tail"] = res.tail
         inputs[i] = base
     for m, hp in active:
         todo = pending[m.name]
@@ -330,8 +399,12 @@ def train_methods(
     *,
     sae: SAESource | None = None,
     store: Any = None,
+    preferences: Mapping[int, PreferenceData] | None = None,
 ) -> tuple[dict[str, MethodArtifact], pd.DataFrame]:
     """Train ``methods`` (``(method, hyperparameters)`` pairs) on every concept.
+
+    ``preferences`` (``{concept_id: pairs}``, see :func:`build_preferences`) is needed by the methods that require
+    ``"preference"`` (the RePS family); a missing concept raises ``AxbenchDataError``.
 
     Returns:
         ``{method: MethodArtifact}`` in the given order (skipped methods included, with their reason) and a
@@ -367,7 +440,20 @@ def train_methods(
             continue
         runnable.append((method, hp))
         extra = sae_extra if "sae" in method.requires else None
-        keys[method.name] = [_cache_key(method, hp, tm, opts, c, extra) for c in concepts]
+        extras = [extra] * len(concepts)
+        if "preference" in method.requires:
+            missing = [
+                c.concept_id for c in concepts if preferences is None or c.concept_id not in preferences
+            ]
+            if missing:
+                raise AxbenchDataError(
+                    f"preference_data: no preference pairs for concept_id(s) {missing[:10]} "
+                    f"(needed by {method.name})"
+                )
+            extras = [preferences[c.concept_id].fingerprint() for c in concepts]  # type: ignore[index]
+        keys[method.name] = [
+            _cache_key(method, hp, tm, opts, c, e) for c, e in zip(concepts, extras, strict=True)
+        ]
         results[method.name] = [store.get(k) if store is not None else None for k in keys[method.name]]
         cached_counts[method.name] = sum(r is not None for r in results[method.name])
         seconds[method.name] = 0.0
@@ -383,7 +469,19 @@ def train_methods(
         with tqdm(total=len(todo), desc="training concepts", unit="concept") as bar:
             for start in range(0, len(todo), size):
                 group = todo[start : start + size]
-                _train_group(concepts, group, runnable, results, keys, seconds, res, store, sae_params, opts)
+                _train_group(
+                    concepts,
+                    group,
+                    runnable,
+                    results,
+                    keys,
+                    seconds,
+                    res,
+                    store,
+                    sae_params,
+                    opts,
+                    preferences,
+                )
                 bar.update(len(group))
         for name, value in res.seconds.items():
             seconds[f"(shared) {name}"] = value
@@ -404,7 +502,7 @@ def train_methods(
             **_plugin_meta(method),
             **extra_meta,
         )
-        if opts.append_eot_to_targets and "lm_objective" in method.requires:
+        if opts.append_eot_to_targets and _TAIL_REQUIREMENTS & method.requires:
             meta["append_eot_to_targets"] = True  # [D 2]: targets ended with the turn end
         ordered[method.name] = MethodArtifact(method.name, tensors, meta)
         log.info(

@@ -17,7 +17,7 @@ from axbench_kedro.lm.types import TargetModel
 from axbench_kedro.methods.base import MethodArtifact
 from axbench_kedro.methods.registry import get_method
 from axbench_kedro.methods.sae_file import SAESource
-from axbench_kedro.methods.trainer import TrainOptions, build_concepts, train_methods
+from axbench_kedro.methods.trainer import TrainOptions, build_concepts, build_preferences, train_methods
 
 __all__ = ["train_all_methods"]
 
@@ -25,6 +25,7 @@ __all__ = ["train_all_methods"]
 def train_all_methods(
     train_data: pd.DataFrame,
     concepts_meta: pd.DataFrame,
+    preference_data: pd.DataFrame,
     target_model: TargetModel,
     sae_params: SAESource | None,
     training_cache: ArtifactStore | None,
@@ -32,6 +33,8 @@ def train_all_methods(
     training: TrainingParams,
 ) -> tuple[dict[str, MethodArtifact], pd.DataFrame]:
     """Train ``training.methods`` (every registered method when ``null``) on every concept of ``concepts_meta``.
+
+    ``preference_data`` is read only when a method needs preference pairs (the RePS family).
 
     Returns:
         ``method_artifacts`` (``{method: MethodArtifact}``, skipped methods included with their reason) and
@@ -43,6 +46,8 @@ def train_all_methods(
         )
     concepts = build_concepts(train_data, concepts_meta)
     methods = [(get_method(name), training.method_params(name)) for name in training.method_names()]
+    needs_pairs = any("preference" in m.requires for m, _ in methods)
+    preferences = build_preferences(preference_data, concepts) if needs_pairs else None
     opts = TrainOptions(
         setting=run.setting,
         layer=run.layer,
@@ -58,4 +63,6 @@ def train_all_methods(
         else None,
     )
     store = training_cache if training.use_cache else None
-    return train_methods(target_model, concepts, methods, opts, sae=sae_params, store=store)
+    return train_methods(
+        target_model, concepts, methods, opts, sae=sae_params, store=store, preferences=preferences
+    )

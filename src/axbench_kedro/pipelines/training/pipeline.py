@@ -10,7 +10,8 @@ __all__ = ["create_pipeline"]
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
-    """train_data + concepts_meta + target model (+ optional SAE) → method_artifacts, training_summary."""
+    """train_data + concepts_meta + preference_data + target model (+ optional SAE) → method_artifacts,
+    training_summary."""
     return pipeline(
         [
             node(
@@ -18,6 +19,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 inputs=[
                     "train_data",
                     "concepts_meta",
+                    "preference_data",
                     "target_model",
                     "sae_params",
                     "training_cache",
