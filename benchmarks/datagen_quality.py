@@ -9,7 +9,7 @@ negatives; hard negatives sit between (they share a word, not the meaning).
 
 Usage::
 
-    python benchmarks/datagen_quality.py                              # data/02_intermediate/embedded_270m_l9
+    python benchmarks/datagen_quality.py                              # data/02_intermediate/embedded_270m_l12
     python benchmarks/datagen_quality.py --setting gemma2_2b_l10
     python benchmarks/datagen_quality.py --train path/train.parquet --latent path/test.parquet
 """
@@ -75,7 +75,7 @@ def concept_similarity(train: pd.DataFrame, latent: pd.DataFrame, model) -> pd.D
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--setting", default="embedded_270m_l9")
+    parser.add_argument("--setting", default="embedded_270m_l12")
     parser.add_argument("--root", type=Path, default=ROOT, help="project root holding data/02_intermediate")
     parser.add_argument("--train", type=Path, default=None)
     parser.add_argument("--latent", type=Path, default=None)

@@ -22,6 +22,9 @@ from axbench_kedro.config.training import TrainingParams
 from axbench_kedro.settings import CONFIG_LOADER_ARGS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+SAE_9B_FACTORS = [0.4, 1.0, 1.4, 1.8, 2.2, 2.6, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]  # protocol §3.7
+REPS_FAMILY = ("RePS", "Lang.", "BiPO")
+REPS_FACTORS = [*(2.0 * k for k in range(1, 11)), 25.0, 30.0, 40.0, 50.0]  # protocol §3.13
 
 # Protocol §8, per-setting columns.
 PAPER = {
@@ -31,6 +34,8 @@ PAPER = {
         sae=("gemma-2-2b", "10-gemmascope-res-16k", 16384),
         probe=(5e-3, 1e-3),
         reft_lr=1e-2,
+        sae_factors=PAPER_FACTORS,
+        reps=(4e-2, 0.0),
     ),
     "gemma2_2b_l20": dict(
         model="google/gemma-2-2b-it",
@@ -38,6 +43,8 @@ PAPER = {
         sae=("gemma-2-2b", "20-gemmascope-res-16k", 16384),
         probe=(5e-3, 1e-3),
         reft_lr=1e-2,
+        sae_factors=PAPER_FACTORS,
+        reps=(4e-2, 0.0),
     ),
     "gemma2_9b_l20": dict(
         model="google/gemma-2-9b-it",
@@ -45,6 +52,8 @@ PAPER = {
         sae=("gemma-2-9b-it", "20-gemmascope-res-131k", 131072),
         probe=(1e-3, 1e-4),
         reft_lr=5e-3,
+        sae_factors=SAE_9B_FACTORS,
+        reps=(8e-2, 0.1),
     ),
     "gemma2_9b_l31": dict(
         model="google/gemma-2-9b-it",
@@ -52,6 +61,8 @@ PAPER = {
         sae=("gemma-2-9b-it", "31-gemmascope-res-131k", 131072),
         probe=(1e-3, 1e-4),
         reft_lr=5e-3,
+        sae_factors=SAE_9B_FACTORS,
+        reps=(8e-2, 0.1),
     ),
 }
 
@@ -104,6 +115,11 @@ def test_paper_setting_has_the_protocol_defaults(env: str) -> None:
     assert (reft.lr, reft.k, reft.l1_coef, reft.epochs, reft.batch_size) == (want["reft_lr"], 8, 0.005, 3, 6)
     assert (ssv.lr, ssv.epochs, ssv.batch_size) == (1e-2, 3, 6)
     assert training.method_params("BoW").C == 100.0
+    reps, lang, bipo = (training.method_params(m) for m in REPS_FAMILY)  # protocol §3.13, §8
+    assert (reps.lr, reps.dropout, reps.epochs, reps.batch_size, reps.scaler) == (*want["reps"], 18, 6, 1.0)
+    assert reps.train_factors == REPS_FACTORS[:10] and reps.max_grad_norm == 1.0
+    assert (lang.lr, lang.epochs, lang.gradient_accumulation) == (4e-2, 6, 2)
+    assert (bipo.epochs, bipo.beta, bipo.factor) == (12, 1.0, 1.0)
     assert (training.activation_batch_size, training.sae_width, training.lm_objective_dtype) == (
         6,
         want["sae"][2],
@@ -120,6 +136,13 @@ def test_paper_setting_has_the_protocol_defaults(env: str) -> None:
 
     steering = SteeringEvalParams.model_validate(params["steering_eval"])
     assert steering.factors == PAPER_FACTORS and len(steering.factors) == 14
+    # SAE and SAE-A: the shared grid on 2B, the 9B grid of §3.7 on 9B; every other method the shared grid
+    assert steering.factors_for("SAE") == steering.factors_for("SAE-A") == want["sae_factors"]
+    assert set(steering.method_factors) == (
+        {"SAE", "SAE-A"} if want["sae_factors"] != PAPER_FACTORS else set()
+    ) | set(REPS_FAMILY)
+    assert all(steering.factors_for(m) == REPS_FACTORS for m in REPS_FAMILY)  # m = 1, the RePS grid
+    assert all(steering.factors_for(m) == PAPER_FACTORS for m in ("DiffMean", "ReFT-r1", "Random"))
     assert (steering.instructions.n_selection, steering.instructions.n_test) == (5, 5)
     gen = steering.generation
     assert (gen.max_new_tokens, gen.temperature, gen.top_k, gen.top_p, gen.prompt_replicates) == (
@@ -183,8 +206,8 @@ def test_paper_setting_is_a_short_diff_from_base(env: str) -> None:
 def test_demo_environment_is_the_shrunken_embedded_run() -> None:
     params, globals_ = load_env("demo")
     assert (globals_["setting"], globals_["layer"], globals_["model"]["source"]) == (
-        "embedded_270m_l9",
-        9,
+        "embedded_270m_l12",
+        12,
         "embedded",
     )
     assert (globals_["generator"]["backend"], globals_["judge"]["kind"], globals_["report_settings"]) == (
@@ -204,7 +227,7 @@ def test_demo_environment_is_the_shrunken_embedded_run() -> None:
     latent = LatentEvalParams.model_validate(params["latent_eval"])
     assert (latent.prompt_detection.max_new_tokens, latent.prompt_detection.temperature) == (4, 1.0)
     steering = SteeringEvalParams.model_validate(params["steering_eval"])
-    assert steering.factors == [0.05, 0.1, 0.2] and steering.judge.kind == "proxy"
+    assert steering.factors == [0.1, 0.2, 0.4] and steering.judge.kind == "proxy"
     assert (steering.generation.max_new_tokens, steering.generation.top_k) == (16, 50)  # top_k from base
     assert steering.judge.proxy.fluency_perplexity == (50.0, 200.0)
 

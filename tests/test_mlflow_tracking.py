@@ -379,7 +379,7 @@ populate(project)
 run_reporting(project)
 assert "mlflow" not in sys.modules and "kedro_mlflow" not in sys.modules
 assert not (project / "mlruns").exists()
-board = project / "data" / "08_reporting" / "embedded_270m_l9" / "report" / "leaderboard.csv"
+board = project / "data" / "08_reporting" / "embedded_270m_l12" / "report" / "leaderboard.csv"
 assert len(list(board.glob("*/leaderboard.csv"))) == 1
 print("REPORT OK")
 """

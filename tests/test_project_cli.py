@@ -130,3 +130,20 @@ def test_empty_concept_list_stops_datagen_with_one_line(project_copy: Path) -> N
     assert "Running node" not in result.stderr + result.stdout
     after = sorted(intermediate.rglob("*")) if intermediate.exists() else []
     assert after == before
+
+
+@pytest.mark.slow
+def test_malformed_sae_max_act_table_stops_the_run_before_any_node(project_copy: Path) -> None:
+    """A present but malformed Neuronpedia max-activation table (a duplicate feature id) is one line naming the file
+    and the column, before any node (latent_eval would otherwise read it only after scoring)."""
+    table = project_copy / "data" / "01_raw" / "bad_sae_max_act.csv"
+    table.write_text("sae_id,max_act\n3,12.5\n3,13.0\n", encoding="utf-8")
+    _env_from_demo(project_copy, "bad_sae_table", {"sae_max_act": "data/01_raw/bad_sae_max_act.csv"})
+    result = _kedro(["run", "--env", "bad_sae_table", "--pipeline", "latent_eval"], project_copy)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert errors[0].startswith("Error: sae_max_act: ")
+    assert "data/01_raw/bad_sae_max_act.csv: column 'sae_id': 1 duplicate id" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert "Running node" not in result.stderr + result.stdout
