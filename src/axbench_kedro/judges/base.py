@@ -32,6 +32,7 @@ __all__ = [
     "ITEM_COLUMNS",
     "RATING_COLUMNS",
     "JUDGEMENT_COLUMNS",
+    "judgement_frame",
     "JudgeResources",
     "Judge",
     "register_judge",
@@ -179,17 +180,22 @@ class Judge(ABC):
         out = rows.merge(ratings[RATING_COLUMNS], on="item", how="inner", validate="many_to_many")
         for key, value in self.record().items():
             out[key] = value
-        out = out[JUDGEMENT_COLUMNS].sort_values([*GENERATION_KEYS, "criterion"], kind="stable")
-        return out.astype(
-            {
-                "concept_id": "int64",
-                "input_id": "int64",
-                "rating": "float64",
-                "parse_ok": "bool",
-                "seed": "int64",
-                "replica": "bool",
-            }
-        ).reset_index(drop=True)
+        return judgement_frame(out)
+
+
+def judgement_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """``judgements`` rows in schema order (§1.12), sorted by generation key and criterion, with their dtypes."""
+    out = rows[JUDGEMENT_COLUMNS].sort_values([*GENERATION_KEYS, "criterion"], kind="stable")
+    return out.astype(
+        {
+            "concept_id": "int64",
+            "input_id": "int64",
+            "rating": "float64",
+            "parse_ok": "bool",
+            "seed": "int64",
+            "replica": "bool",
+        }
+    ).reset_index(drop=True)
 
 
 def _distinct_items(generations: pd.DataFrame, prompts: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
