@@ -26,7 +26,14 @@ from axbench_kedro.lm.generation import run_generation
 from axbench_kedro.lm.loading import validate_layer
 from axbench_kedro.lm.types import Generation, TargetModel
 
-__all__ = ["RowAdditionIntervention", "intervenable_model", "preserved_forward_hooks", "steered_generate"]
+__all__ = [
+    "RowAdditionIntervention",
+    "addition_suppression",
+    "addition_suppression_strengths",
+    "intervenable_model",
+    "preserved_forward_hooks",
+    "steered_generate",
+]
 
 
 class RowAdditionIntervention(pv.ConstantSourceIntervention):
@@ -74,6 +81,30 @@ def preserved_forward_hooks(model: torch.nn.Module) -> Iterator[None]:
                 module._forward_hooks.setdefault(key, fn)
             for key, fn in pre_hooks.items():
                 module._forward_pre_hooks.setdefault(key, fn)
+
+
+def addition_suppression_strengths(factors: torch.Tensor, biases: torch.Tensor) -> torch.Tensor:
+    """Per-row strength s of ``addition_suppression`` (protocol §6): ``f − b`` if f < 0, ``f + b`` if f > 0, 0 if f = 0.
+
+    The bias widens the step away from zero on either side; a zero factor leaves the row unsteered whatever b is.
+    Pass the result as ``strengths`` of :func:`steered_generate` (m = 1 for the RePS family).
+
+    Args:
+        factors: ``[N]`` signed factors (negative in suppression).
+        biases: ``[N]`` (or scalar) learned biases b of the rows' vectors.
+    """
+    f = torch.as_tensor(factors, dtype=torch.float32)
+    b = torch.as_tensor(biases, dtype=torch.float32).to(f.device).expand_as(f)
+    return torch.where(f < 0, f - b, torch.where(f > 0, f + b, torch.zeros_like(f)))
+
+
+def addition_suppression(
+    h: torch.Tensor, vectors: torch.Tensor, biases: torch.Tensor, factors: torch.Tensor
+) -> torch.Tensor:
+    """``h ← h + s·v`` at every position with s from :func:`addition_suppression_strengths` (``h [B, T, d]``,
+    ``vectors [B, d]``, ``biases, factors [B]``); the sum is taken in float32 and cast back to ``h``'s dtype."""
+    s = addition_suppression_strengths(factors, biases).to(h.device)
+    return (h.float() + s[:, None, None] * vectors.float().to(h.device)[:, None, :]).to(h.dtype)
 
 
 def intervenable_model(model: Any, layer: int, intervention: pv.Intervention) -> pv.IntervenableModel:

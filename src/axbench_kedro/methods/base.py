@@ -44,6 +44,7 @@ __all__ = [
     "DetectionKind",
     "MagnitudeSource",
     "MethodRole",
+    "SuppressionIntervention",
     "Requirement",
     "NoParams",
     "ConceptData",
@@ -60,6 +61,9 @@ MagnitudeSource = Literal["latent_eval", "unit", "sae_table"]
 # What a method's row is for readers of the reports: a method of the benchmark, or a control (a reference row such as
 # a random direction, which shows the chance level; reports label it "<name> (control)").
 MethodRole = Literal["method", "control"]
+# How a rank-1 method suppresses its concept (protocol §6): "addition" adds m·f·w with the negated factor f < 0;
+# "addition_suppression" (RePS-SV, Lang.) adds s·v with s = f − b (f < 0), f + b (f > 0), 0 (f = 0).
+SuppressionIntervention = Literal["addition", "addition_suppression"]
 # What a method needs from the trainer for one concept:
 #   "activations"  — layer-L activations of the concept's F-binary rows (shared by every no-gradient method)
 #   "lm_objective" — cached layer-L states of F-prompt + output rows, to train through the LM loss
@@ -301,6 +305,8 @@ class Method(ABC):
             value counts (a subclass of a built-in does not take its place).
         report_note: one line the run card prints under "Method notes" whenever the method is in the report (how it
             departs from upstream, e.g. the Probe's loss form [D 33]); ``""`` = nothing to say.
+        suppression_intervention: how the suppression pipeline applies the vector with a negated factor (see
+            :data:`SuppressionIntervention`); ``addition`` (the default) = ``h + m·f·w``.
     """
 
     name: ClassVar[str] = ""
@@ -317,6 +323,7 @@ class Method(ABC):
     role: ClassVar[MethodRole] = "method"
     order: ClassVar[float | None] = None
     report_note: ClassVar[str] = ""
+    suppression_intervention: ClassVar[SuppressionIntervention] = "addition"
 
     # ---- training ------------------------------------------------------------------------------------------
     def params(self, raw: dict[str, Any] | StrictModel | None = None) -> StrictModel:
@@ -376,6 +383,14 @@ class Method(ABC):
         if not self.steers or self.factor_free:
             raise NotImplementedError(f"{self.name} has no steering vector")
         return artifact.tensors["weight"].float()
+
+    def suppression_biases(self, artifact: MethodArtifact) -> torch.Tensor:
+        """``[n_concepts]`` biases b read by ``addition_suppression`` (the artifact's ``bias``; zeros without one)."""
+        n = int(artifact.tensors["weight"].shape[0])
+        bias = artifact.tensors.get("bias")
+        if bias is None or bias.numel() != n:
+            return torch.zeros(n)
+        return bias.float().reshape(-1)
 
     def __repr__(self) -> str:
         return f"<Method {self.name}>"

@@ -316,6 +316,7 @@ class RePS(_RankOneFamily):
 
     Params = RePSParams
     order = 62
+    suppression_intervention = "addition_suppression"
     report_note = (
         "RePS: length normalisation by the whole sequence (prompt + response), factors drawn independently "
         "for the winning and losing sequence, as upstream [D 8]."
@@ -345,6 +346,7 @@ class Lang(_RankOneFamily):
 
     Params = LangParams
     order = 64
+    suppression_intervention = "addition_suppression"
     slots = (("concept", "add", "sampled"),)
     pairs = ()
     uses_reference = False
