@@ -39,7 +39,7 @@ from reporting.project import (
     session,
 )
 
-BLOCKS = ("run", "datagen", "training", "latent_eval", "steering_eval", "reporting")
+BLOCKS = ("run", "datagen", "training", "latent_eval", "steering_eval", "reporting", "suppression")
 REPORT_FILES = {
     "leaderboard.csv", "leaderboard_wide.csv", "leaderboard.md", "detection.csv", "detection.md",
     "steering_components.csv", "win_rates.csv", "judge_health.csv", "llm_usage.csv", "steering.md", "run_card.md",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,7 @@ class MethodPlan:
         vectors: ``[n_concepts, d]`` float32 directions (None when factor-free).
         rows: concept_id → row of ``vectors``.
         magnitudes: concept_id → magnitude base m.
+        strength_fn: ``(concept_id, factor) → strength``; ``None`` = m·f (suppression sets its own rule).
     """
 
     method: str
@@ -54,7 +55,14 @@ class MethodPlan:
     vectors: torch.Tensor | None = None
     rows: dict[int, int] = field(default_factory=dict)
     magnitudes: dict[int, float] = field(default_factory=dict)
+    strength_fn: Callable[[int, float], float] | None = None
     _vector_sha: dict[int, str] = field(default_factory=dict, repr=False)
+
+    def strength(self, concept_id: int, factor: float) -> float:
+        """The strength of a (concept, factor) row: ``strength_fn`` when set, else m·f."""
+        if self.strength_fn is not None:
+            return float(self.strength_fn(concept_id, factor))
+        return float(factor) * self.magnitudes[concept_id]
 
     def vector_sha(self, concept_id: int) -> str:
         """SHA-256 of the concept's float32 vector bytes (``"none"`` when factor-free)."""
@@ -187,15 +195,16 @@ def plan_units(plan: MethodPlan, prompts: pd.DataFrame, replicates: int) -> tupl
                     {**base, "factor": float(f), "strength": float("nan"), "unit": first + i % replicates}
                 )
         else:
-            sha, m = plan.vector_sha(cid), plan.magnitudes[cid]
+            sha = plan.vector_sha(cid)
             for f in plan.factors:
-                out_rows.append({**base, "factor": float(f), "strength": float(f) * m, "unit": len(units)})
+                strength = plan.strength(cid, float(f))
+                out_rows.append({**base, "factor": float(f), "strength": strength, "unit": len(units)})
                 units.append(
                     {
                         "concept_id": cid,
                         "prompt": rec.input,
                         "vector_sha": sha,
-                        "strength": float(f) * m,
+                        "strength": strength,
                         "replicate": 0,
                     }
                 )

@@ -74,6 +74,7 @@ def suppression_texts(
     n_instructions: int,
     rule_concept_ids: Collection[int] = (),
     templates: Mapping[str, str] | None = None,
+    fallbacks: Mapping[str, str] | None = None,
     temperature: float = 1.0,
     max_tokens: int | None = None,
     first_line_only: bool = False,
@@ -90,6 +91,8 @@ def suppression_texts(
         rule_concept_ids: the concepts that are rules (they also get R3).
         templates: template names by purpose (``rewrite``, ``avoid_concept``, ``avoid_rule``); missing keys take
             :data:`TEMPLATES`.
+        fallbacks: texts for empty replies by purpose (same keys); missing keys take the defaults of
+            :mod:`~axbench_kedro.suppression.replies`.
         temperature / max_tokens: sampling of every call.
         first_line_only: keep the first non-empty line of each reply (completion-style ``_base`` templates go on
             writing further entries).
@@ -101,6 +104,12 @@ def suppression_texts(
     tpl = {
         purpose: pick_template(prompt_templates, names[purpose], f"suppression.templates.{purpose}")
         for purpose in TEMPLATES
+    }
+    fallback = {
+        "rewrite": REWRITE_FALLBACK,
+        "avoid_concept": AVOID_CONCEPT_FALLBACK,
+        "avoid_rule": AVOID_RULE_FALLBACK,
+        **dict(fallbacks or {}),
     }
     concepts = check_concepts(concepts_meta)
     rules = {int(c) for c in rule_concept_ids}
@@ -132,14 +141,14 @@ def suppression_texts(
 
     rows = []
     for cid, concept, instructions in per_concept:
-        original, original_fb = clean_reply(next(avoid_txt), AVOID_CONCEPT_FALLBACK, concept=concept)
+        original, original_fb = clean_reply(next(avoid_txt), fallback["avoid_concept"], concept=concept)
         if cid in rules:
-            rule_text, rule_fb = clean_reply(rule_txt[cid], AVOID_RULE_FALLBACK, rule=concept)
+            rule_text, rule_fb = clean_reply(rule_txt[cid], fallback["avoid_rule"], rule=concept)
         else:
             rule_text, rule_fb = "", False
         for input_id, instruction in enumerate(instructions):
             rewritten, rewritten_fb = clean_reply(
-                next(rewrite_txt), REWRITE_FALLBACK, instruction=instruction
+                next(rewrite_txt), fallback["rewrite"], instruction=instruction
             )
             rows.append(
                 {
