@@ -30,7 +30,14 @@ from axbench_kedro.lm.types import TargetModel
 from axbench_kedro.methods.base import Method, MethodArtifact
 from axbench_kedro.methods.registry import get_method
 
-__all__ = ["MethodPlan", "magnitudes_for", "steering_plans", "plan_units", "factor_free_methods"]
+__all__ = [
+    "MethodPlan",
+    "magnitudes_for",
+    "resolve_artifact",
+    "steering_plans",
+    "plan_units",
+    "factor_free_methods",
+]
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +106,8 @@ def magnitudes_for(
     return {c: table[c] for c in ids}
 
 
-def _resolve_artifact(value: Any) -> MethodArtifact:
+def resolve_artifact(value: Any) -> MethodArtifact:
+    """The artifact itself, or what a lazy loader (a zero-argument callable) returns."""
     return value() if callable(value) and not isinstance(value, MethodArtifact) else value
 
 
@@ -137,7 +145,7 @@ def steering_plans(
             raise AxbenchDataError(
                 f"method_artifacts: no artifact for steering method {name!r} (run training)"
             )
-        artifact = _resolve_artifact(method_artifacts[name])
+        artifact = resolve_artifact(method_artifacts[name])
         if not artifact.ok:
             log.warning("steering_eval: %s skipped (%s)", name, artifact.skip_reason or artifact.status)
             continue

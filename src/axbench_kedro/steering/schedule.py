@@ -334,11 +334,13 @@ def generate_steering_rows(
     *,
     layer: int,
     seed: int,
+    plan_builder: Callable[..., list[MethodPlan]] = steering_plans,
+    label: str = "steering",
 ) -> pd.DataFrame:
     """``steering_generations`` of every steering method of ``params.methods`` for every prompt row.
 
-    Builds the plans of the concepts in ``steering_prompts`` (:func:`steering_plans`), generates them
-    (:func:`generate_plans`) and logs the counts and the time taken.
+    Builds the plans of the concepts in ``steering_prompts`` (``plan_builder``, :func:`steering_plans` by default;
+    suppression passes its own), generates them (:func:`generate_plans`) and logs the counts and the time taken.
 
     Args:
         steering_prompts: ``steering_prompts``.
@@ -349,9 +351,11 @@ def generate_steering_rows(
         params: steering parameters.
         layer: steered block.
         seed: run seed.
+        plan_builder: builds the plans (signature of :func:`steering_plans`).
+        label: names the stage in the log line.
     """
     concept_ids = sorted(int(c) for c in steering_prompts["concept_id"].unique())
-    plans = steering_plans(
+    plans = plan_builder(
         params.methods,
         method_artifacts,
         max_activations,
@@ -363,8 +367,9 @@ def generate_steering_rows(
     stats = GenerationStats()
     out = generate_plans(plans, steering_prompts, tm, cache, params, layer=layer, seed=seed, stats=stats)
     log.info(
-        "steering generation: %d rows of %d methods from %d generations (%d new, %d cached), %d new tokens in "
+        "%s generation: %d rows of %d methods from %d generations (%d new, %d cached), %d new tokens in "
         "%.1f s; %d rows without perplexity_conditional (empty generation)",
+        label,
         stats.rows,
         len(plans),
         stats.units,

@@ -24,10 +24,10 @@ import torch
 from axbench_kedro.cache import SQLiteCache
 from axbench_kedro.config.steering_eval import SteeringEvalParams
 from axbench_kedro.lm.types import TargetModel
-from axbench_kedro.methods.base import Method, MethodArtifact
+from axbench_kedro.methods.base import Method
 from axbench_kedro.methods.registry import get_method
-from axbench_kedro.steering.plans import MethodPlan, steering_plans
-from axbench_kedro.steering.schedule import GenerationStats, generate_plans
+from axbench_kedro.steering.plans import MethodPlan, resolve_artifact, steering_plans
+from axbench_kedro.steering.schedule import generate_steering_rows
 from axbench_kedro.suppression.prompts import negate_factors
 from axbench_kedro.suppression.strengths import suppression_strengths
 
@@ -66,10 +66,7 @@ def suppression_plans(
         if method.suppression_intervention == "addition":
             biases = torch.zeros(len(plan.vectors))  # type: ignore[arg-type]
         else:
-            artifact = method_artifacts[plan.method]
-            if callable(artifact) and not isinstance(artifact, MethodArtifact):
-                artifact = artifact()
-            biases = method.suppression_biases(artifact)
+            biases = method.suppression_biases(resolve_artifact(method_artifacts[plan.method]))
         plan.strength_fn = _strength_fn(method, plan, biases)
     return plans
 
@@ -98,19 +95,15 @@ def generate_suppression_rows(
         layer: steered block.
         seed: run seed.
     """
-    concept_ids = sorted(int(c) for c in suppression_prompts["concept_id"].unique())
-    plans = suppression_plans(
-        params.methods, method_artifacts, max_activations, params, layer=layer, tm=tm, concept_ids=concept_ids
+    return generate_steering_rows(
+        suppression_prompts,
+        method_artifacts,
+        max_activations,
+        tm,
+        cache,
+        params,
+        layer=layer,
+        seed=seed,
+        plan_builder=suppression_plans,
+        label="suppression",
     )
-    stats = GenerationStats()
-    out = generate_plans(plans, suppression_prompts, tm, cache, params, layer=layer, seed=seed, stats=stats)
-    log.info(
-        "suppression generation: %d rows of %d methods from %d generations (%d new, %d cached) in %.1f s",
-        stats.rows,
-        len(plans),
-        stats.units,
-        stats.generated,
-        stats.cached,
-        stats.seconds,
-    )
-    return out
