@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from kedro.io import Version
+from kedro.runner import SequentialRunner
+from kedro_datasets.pandas import ParquetDataset
 
 from axbench_kedro.pipelines.reporting import create_pipeline
+from axbench_kedro.pipelines.suppression.report import create_report_pipeline
 from reporting import synthetic
 from reporting.project import (
     CURRENT_SETTING,
@@ -62,7 +66,7 @@ def test_pipeline_wiring_reads_protocol_inputs() -> None:
     assert {
         "concepts_meta", "latent_metrics", "latent_scores", "steering_scores", "steering_selection",
         "steering_summary", "judgements", "datagen_llm_usage", "latent_eval_llm_usage", "steering_llm_usage",
-        "params:run", "params:reporting", "results_across_settings", "prompt_steering_texts",
+        "params:run", "params:reporting", "results_across_settings", "prompt_steering_texts", "suppression_results",
     } == pipe.inputs()  # fmt: skip
     assert {"leaderboard", "leaderboard_table", "leaderboard_markdown", "detection_table", "run_card",
             "mean_roc_plot", "score_vs_factor_plot", "auroc_vs_score_plot"} <= pipe.all_outputs()  # fmt: skip
@@ -92,6 +96,8 @@ def test_reporting_run_rerun_and_load_versions(project: Path) -> None:
     assert "| max_tokens | none (no cap, as upstream) |" in card  # P1 replies read from the catalog [D 31]
     # Wall times are logged by the hooks, outside the graph: the card read from the catalog has no such section.
     assert "## Wall time per pipeline" not in card
+    # No suppression results on disk: the card says so and names the command (read through suppression_results).
+    assert f"Not run for {CURRENT_SETTING}" in card and "`kedro run --pipeline suppression`" in card
 
     # A new upstream version of this setting's selection, then a rerun: a second report version, the first intact.
     selection_path = _catalog_path(project, "steering_selection")
@@ -132,3 +138,40 @@ def test_other_settings_can_be_pinned_with_params(project: Path) -> None:
     }
     with session(project) as sess:
         assert sess.load_context().catalog.get("results_across_settings")._describe()["load_versions"] == {}
+
+
+@pytest.mark.slow
+def test_suppression_report_and_run_card_section(project: Path) -> None:
+    """The report nodes write through the real catalog; the run card then shows this setting's suppression rows."""
+    frames = {
+        "suppression_selection": synthetic.suppression_selection().drop(columns="setting"),
+        "suppression_summary": synthetic.suppression_summary().drop(columns="setting"),
+    }
+    save_through_catalog(project, frames)
+    attack_path = project / f"data/08_reporting/{CURRENT_SETTING}/attack_summary.parquet"
+    with session(project) as sess:
+        catalog = sess.load_context().catalog
+        if "attack_summary" in catalog:
+            catalog.save("attack_summary", synthetic.attack_summary())
+        else:  # the suppression helper's catalog entry is not there yet: write where it will point
+            ParquetDataset(filepath=str(attack_path), version=Version(None, None)).save(
+                synthetic.attack_summary()
+            )
+        SequentialRunner().run(create_report_pipeline(), catalog)
+    board = pd.read_csv(_only(project, "suppression_leaderboard.csv"))
+    reps = board.set_index(["method", "setting"]).loc[("RePS", CURRENT_SETTING)]
+    assert reps["overall"] == pytest.approx(1.0) and reps["n_concepts"] == 4
+    assert "| Prompt (prompt defence) |" in _only(project, "suppression.md").read_text()
+    assert _only(project, "attack_table.csv").stat().st_size > 0
+    assert _only(project, "suppression_vs_nshot.png").read_bytes().startswith(b"\x89PNG")
+
+    run_reporting(project)
+    (*_, latest) = versions(project, f"{REPORT}/run_card.md")
+    card = (project / REPORT / "run_card.md" / latest / "run_card.md").read_text()
+    section = card.split("## Suppression", 1)[1].split("\n## ", 1)[0]
+    assert (
+        "| RePS | 1.000 |" in section
+        and "| Prompt (prompt defence) | 0.500 | [0.500, 0.500] | 4 | llm |" in section
+    )
+    assert "| Prompt (prompt defence) | 3 | 1.500 [1.300, 1.600] |" in section
+    assert "kedro run --pipeline suppression" not in section

@@ -231,3 +231,77 @@ def upstream(
         "steering_llm_usage": llm_usage("steering_eval", 20),
         "prompt_steering_texts": prompt_steering_texts(n_concepts),
     }
+
+
+# --- suppression (protocol §6) ---------------------------------------------------------------------------------------
+
+SUPPRESSION_SETTING = "embedded_270m_l12"
+SUPPRESSION_REPS = [1.0, 1.2, 0.8, 1.0]
+SUPPRESSION_PROMPT = [0.5, 0.5, 0.5, 0.5]
+SUPPRESSION_SAE = [0.1, 0.3, 0.2]  # one concept fewer
+
+
+def suppression_selection(setting: str = SUPPRESSION_SETTING, shift: float = 0.0) -> pd.DataFrame:
+    """``suppression_selection`` (§1.14, AlpacaEvalSuppress) of three methods; Prompt is the factor-free defence."""
+    rows = []
+    for method, values, factor in (
+        ("RePS", SUPPRESSION_REPS, -8.0),
+        ("Prompt", SUPPRESSION_PROMPT, np.nan),
+        ("SAE", SUPPRESSION_SAE, -2.0),
+    ):
+        for c, value in enumerate(values):
+            rows.append(
+                {
+                    "concept_id": c,
+                    "method": method,
+                    "dataset_name": "AlpacaEvalSuppress",
+                    "best_factor": factor,
+                    "best_index": 0 if np.isnan(factor) else 3,
+                    "selection_hm": 1.0,
+                    "test_hm": value + shift,
+                    "test_concept": 0.2,
+                    "test_instruction": 1.8,
+                    "test_fluency": 1.6,
+                }
+            )
+    # A steering row in the same file must not count.
+    rows.append({**rows[0], "dataset_name": "AlpacaEval", "test_hm": 2.0, "concept_id": 99})
+    return pd.DataFrame(rows).astype({"concept_id": "int64", "best_index": "int64"}).assign(setting=setting)
+
+
+def suppression_summary(setting: str = SUPPRESSION_SETTING) -> pd.DataFrame:
+    """Judge columns of ``suppression_summary`` (SAE left out: its judge is unknown)."""
+    return pd.DataFrame(
+        {"method": ["RePS", "Prompt"], "judge_kind": "llm", "judge_model": "gpt-4o-mini-2024-07-18"}
+    ).assign(setting=setting)
+
+
+def attack_summary(setting: str = SUPPRESSION_SETTING) -> pd.DataFrame:
+    """``attack_summary``: one row per method × attack × n-shot plus each method's no-attack row."""
+    rows = []
+    spec = {
+        ("RePS", "steering"): {("none", 0): 1.2, ("multishot", 1): 1.15, ("multishot", 5): 1.1, ("append", 0): 0.9,
+                               ("prepend", 0): 0.8},
+        ("Prompt", "prompt"): {("none", 0): 1.5, ("multishot", 5): 0.3, ("multishot", 1): 0.6, ("append", 0): 0.2,
+                               ("prepend", 0): 0.4},
+    }  # fmt: skip
+    for (method, kind), cells in spec.items():
+        for (attack, n_shot), score in cells.items():
+            label = {"none": "no attack", "multishot": f"{n_shot}-shot"}.get(attack, f"overwrite ({attack})")
+            rows.append(
+                {
+                    "setting": setting,
+                    "method": method,
+                    "kind": kind,
+                    "attack": attack,
+                    "n_shot": n_shot,
+                    "label": label,
+                    "n_concepts": 3,
+                    "n_generations": 15,
+                    "score": score,
+                    "ci_low": score - 0.2,
+                    "ci_high": score + 0.1,
+                    "judge_kind": "llm",
+                }
+            )
+    return pd.DataFrame(rows).astype({"n_shot": "int64", "n_concepts": "int64", "n_generations": "int64"})

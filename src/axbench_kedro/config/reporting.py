@@ -18,6 +18,7 @@ class ReportingParams(StrictModel):
         n_resamples: bootstrap resamples over concepts for the Overall Score CIs (protocol: 1000).
         confidence: central coverage of the percentile bootstrap CI (protocol: 0.95).
         steering_dataset: ``dataset_name`` of ``steering_scores`` rows plotted against the factor.
+        suppression_dataset: ``dataset_name`` of the suppression rows (protocol §6) in the suppression report.
         comparable_judge_kinds: judge kinds whose numbers may be set beside AxBench's; any other kind
             (the offline ``proxy`` judge) is labelled non-comparable in every table.
         winrate_opponents: methods every other method is compared with, concept by concept (§5.9).
@@ -34,6 +35,7 @@ class ReportingParams(StrictModel):
     n_resamples: int = Field(default=1000, ge=1)
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
     steering_dataset: str = "AlpacaEval"
+    suppression_dataset: str = "AlpacaEvalSuppress"
     comparable_judge_kinds: list[str] = Field(default_factory=lambda: ["llm", "rule"])
     winrate_opponents: list[str] = Field(default_factory=list)
     roc_grid_points: int = Field(default=101, ge=2)

@@ -298,7 +298,15 @@ def leaderboard_wide(long: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
-def leaderboard_markdown(long: pd.DataFrame, *, confidence: float = 0.95, n_resamples: int = 1000) -> str:
+def leaderboard_markdown(
+    long: pd.DataFrame,
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 1000,
+    title: str = "Steering leaderboard: Overall Score (0–2)",
+    score_note: str = "",
+    empty: str = "*(no steering results)*",
+) -> str:
     """The AxBench-style leaderboard as Markdown: ``overall [ci_low, ci_high]`` per cell, non-comparable cells marked,
     controls labelled ``<name> (control)``, methods shown by their ``label`` (e.g. "SAE (AxBench max-act)" [D 13]);
     a cell whose setting's label differs from the row's is marked ‡.
@@ -307,22 +315,26 @@ def leaderboard_markdown(long: pd.DataFrame, *, confidence: float = 0.95, n_resa
         long: output of ``build_leaderboard``.
         confidence: CI coverage, for the caption.
         n_resamples: bootstrap resamples, for the caption.
+        title: the section title (the suppression leaderboard reuses this table).
+        score_note: a sentence put before the caption (e.g. what the per-generation score is).
+        empty: the line shown when ``long`` has no rows.
 
     Returns:
         A Markdown section (title, caption, table, notes).
     """
     pct = f"{confidence * 100:g} %"
     lines = [
-        "## Steering leaderboard: Overall Score (0–2)",
+        f"## {title}",
         "",
-        f"Cell = mean over concepts of the per-concept Score (factor chosen on the selection instructions, scored on "
+        f"{score_note + ' ' if score_note else ''}"
+        "Cell = mean over concepts of the per-concept Score (factor chosen on the selection instructions, scored on "
         "the held-out test instructions; paper: 0–4 / 5–9) "
         f"[{pct} percentile bootstrap CI, {n_resamples} resamples over concepts]. Avg = mean over the settings that "
         "have the method. Rows sorted by Avg.",
         "",
     ]
     if long.empty:
-        return "\n".join([*lines, "*(no steering results)*", ""])
+        return "\n".join([*lines, empty, ""])
     settings = _settings_of(long)
     max_n = {s: int(long.loc[long["setting"] == s, "n_concepts"].max()) for s in settings}
     rows: list[list[str]] = []

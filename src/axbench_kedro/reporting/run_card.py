@@ -30,6 +30,7 @@ from axbench_kedro.reporting.detection_rater import detection_rater_section
 from axbench_kedro.reporting.magnitudes import magnitudes_section
 from axbench_kedro.reporting.markdown import MISSING, fmt_number, frame_to_markdown, markdown_table
 from axbench_kedro.reporting.roles import control_note, method_label
+from axbench_kedro.reporting.suppression import run_card_section as suppression_section
 from axbench_kedro.reporting.tables import fresh_judgements
 
 __all__ = [
@@ -286,6 +287,9 @@ def render_run_card(
     prompt_steering_texts: pd.DataFrame | None = None,
     magnitudes: pd.DataFrame | None = None,
     detection_usage: pd.DataFrame | None = None,
+    suppression_board: pd.DataFrame | None = None,
+    suppression_attacks: pd.DataFrame | None = None,
+    suppression_sources: pd.DataFrame | None = None,
 ) -> str:
     """Render the run card as Markdown (already passed through ``redact``).
 
@@ -307,6 +311,10 @@ def render_run_card(
             naming its Neuronpedia table or the AxBench max-act fallback [D 13].
         detection_usage: ``latent_eval_llm_usage``: PromptDetection's rater (model, backend, temperature, top-k,
             max new tokens, template hash) and its 1:100 opt-in with size and estimate [D 32].
+        suppression_board: this setting's suppression leaderboard rows (``reporting.suppression``); empty → the
+            "Suppression" section says it was not run and gives the command; ``None`` leaves the section out.
+        suppression_attacks: this setting's attack table (``reporting.suppression.attack_table``).
+        suppression_sources: the suppression files read (``setting, dataset, version``), named in the section.
 
     Returns:
         The Markdown document.
@@ -335,6 +343,10 @@ def render_run_card(
     lines += detection_rater_section(detection_usage)
     lines += _method_notes_section(shown)
     lines += magnitudes_section(magnitudes)
+    if suppression_board is not None:
+        lines += suppression_section(
+            suppression_board, suppression_attacks, setting=setting, sources=suppression_sources
+        )
 
     lines += ["## Concepts", ""]
     if concepts_meta is None or concepts_meta.empty:

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from axbench_kedro.config.common import RunSettings
 from axbench_kedro.config.reporting import ReportingParams
 from axbench_kedro.reporting import leaderboard as lb
-from axbench_kedro.reporting import plots, run_card, tables
+from axbench_kedro.reporting import plots, run_card, suppression, tables
 from axbench_kedro.reporting.across_settings import stack_settings
 from axbench_kedro.reporting.magnitudes import magnitude_rows
 
@@ -167,13 +167,27 @@ def make_run_card(
     leaderboard: pd.DataFrame,
     prompt_steering_texts: pd.DataFrame | None = None,
     latent_eval_llm_usage: pd.DataFrame | None = None,
+    suppression_results: dict[str, pd.DataFrame] | None = None,
 ) -> str:
     """The run card (§1.17) as Markdown.
 
     ``prompt_steering_texts`` gives the P1 call's token cap (labelled when set) and the replies cut at it [D 31];
     ``leaderboard`` the methods and, per SAE method and setting, where its magnitudes came from [D 13];
-    ``latent_eval_llm_usage`` PromptDetection's rater and its 1:100 opt-in [D 32].
+    ``latent_eval_llm_usage`` PromptDetection's rater and its 1:100 opt-in [D 32]; ``suppression_results`` (every
+    setting's suppression files, filtered here to this setting) the "Suppression" section (§7 item 5).
     """
+    sup_selection, sup_summary, attacks, sup_sources = suppression.setting_results(
+        suppression_results, run.setting
+    )
+    board = suppression.suppression_leaderboard(
+        sup_selection,
+        sup_summary,
+        dataset_name=params.suppression_dataset,
+        n_resamples=params.n_resamples,
+        confidence=params.confidence,
+        seed=run.seed,
+        comparable_kinds=params.comparable_judge_kinds,
+    )
     return run_card.render_run_card(
         setting=run.setting,
         layer=run.layer,
@@ -191,4 +205,7 @@ def make_run_card(
         prompt_steering_texts=prompt_steering_texts,
         magnitudes=magnitude_rows(leaderboard),
         detection_usage=latent_eval_llm_usage,
+        suppression_board=board,
+        suppression_attacks=suppression.attack_table(attacks),
+        suppression_sources=sup_sources,
     )

@@ -126,6 +126,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "leaderboard",
                     "prompt_steering_texts",
                     "latent_eval_llm_usage",
+                    "suppression_results",
                 ],
                 outputs="run_card",
                 name="make_run_card",
