@@ -10,6 +10,7 @@ from axbench_kedro.config.common import RunSettings
 from axbench_kedro.config.training import TrainingParams
 from axbench_kedro.datasets.method_artifacts import ArtifactStore
 from axbench_kedro.methods.sae import SAESource
+from axbench_kedro.scaling.config import ScalingParams
 
 from .synthetic_data import make_concepts_meta, make_preference_data, make_train_data
 
@@ -56,5 +57,6 @@ def training_catalog(tm, sae_path, store_path, params: TrainingParams | None = N
                 RunSettings(setting="tiny", layer=LAYER, seed=42), copy_mode="assign"
             ),
             "params:training": MemoryDataset(params or TrainingParams(), copy_mode="assign"),
+            "params:scaling": MemoryDataset(ScalingParams(), copy_mode="assign"),
         }
     )

@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -40,6 +40,9 @@ from axbench_kedro.methods.base import ConceptData, ConceptInputs, Method, Metho
 from axbench_kedro.methods.lm_tail import LMTail
 from axbench_kedro.methods.preference import PREFERENCE_MAX_LENGTH, PreferenceRows, compute_preference_rows
 from axbench_kedro.methods.sae_file import SAEParams, SAESource
+
+if TYPE_CHECKING:
+    from axbench_kedro.scaling.executor import ShardExecutor
 
 __all__ = [
     "TrainOptions",
@@ -200,9 +203,14 @@ class _Resources:
         self.seconds["activations"] += time.perf_counter() - start
         return out
 
-    def prefetch(self, group: Sequence[ConceptData]) -> None:
-        """One forward pass over the positives of ``group`` and every pool genre not computed yet."""
-        genres = list(dict.fromkeys(c.genre for c in group if c.genre not in self.pool_acts))
+    def prefetch(self, group: Sequence[ConceptData], genres: Sequence[str] | None = None) -> None:
+        """One forward pass over the positives of ``group`` and every pool genre not computed yet.
+
+        ``genres`` overrides which pools join the pass (a Dask shard replays the pass that computed a pool in the
+        sequential order, so the pool's rows are batched exactly as they were there).
+        """
+        if genres is None:
+            genres = list(dict.fromkeys(c.genre for c in group if c.genre not in self.pool_acts))
         pools = {g: next(c for c in group if c.genre == g) for g in genres}
         texts: list[str] = []
         spans: list[tuple[str, Any, int, int]] = []
@@ -400,11 +408,14 @@ def train_methods(
     sae: SAESource | None = None,
     store: Any = None,
     preferences: Mapping[int, PreferenceData] | None = None,
+    executor: ShardExecutor | None = None,
 ) -> tuple[dict[str, MethodArtifact], pd.DataFrame]:
     """Train ``methods`` (``(method, hyperparameters)`` pairs) on every concept.
 
     ``preferences`` (``{concept_id: pairs}``, see :func:`build_preferences`) is needed by the methods that require
-    ``"preference"`` (the RePS family); a missing concept raises ``AxbenchDataError``.
+    ``"preference"`` (the RePS family); a missing concept raises ``AxbenchDataError``. A distributed ``executor``
+    trains each concept group on a worker (:mod:`axbench_kedro.scaling.training`, same results); without one, or
+    when the cache left the groups with different pending methods, the groups run here in order.
 
     Returns:
         ``{method: MethodArtifact}`` in the given order (skipped methods included, with their reason) and a
@@ -459,16 +470,23 @@ def train_methods(
         seconds[method.name] = 0.0
 
     todo = [i for i in range(len(concepts)) if any(results[m.name][i] is None for m, _ in runnable)]
-    if todo:
+    size = max(1, opts.concept_group_size)
+    groups = [todo[start : start + size] for start in range(0, len(todo), size)]
+    shared: dict[str, float] | None = None
+    if groups and executor is not None and executor.distributed:
+        from axbench_kedro.scaling.training import train_groups_sharded
+
+        shared = train_groups_sharded(
+            executor, tm, concepts, groups, runnable, results, keys, seconds, store, sae, opts, preferences
+        )
+    if groups and shared is None:
         needs_sae = any(
             "sae" in m.requires and any(results[m.name][i] is None for i in todo) for m, _ in runnable
         )
         sae_params = sae.load(tm.d_model, opts.sae_width).to(tm.device) if needs_sae and sae else None
         res = _Resources(tm, opts, sae_params)
-        size = max(1, opts.concept_group_size)
         with tqdm(total=len(todo), desc="training concepts", unit="concept") as bar:
-            for start in range(0, len(todo), size):
-                group = todo[start : start + size]
+            for group in groups:
                 _train_group(
                     concepts,
                     group,
@@ -483,8 +501,9 @@ def train_methods(
                     preferences,
                 )
                 bar.update(len(group))
-        for name, value in res.seconds.items():
-            seconds[f"(shared) {name}"] = value
+        shared = res.seconds
+    for name, value in (shared or {}).items():
+        seconds[f"(shared) {name}"] = value
 
     ordered: dict[str, MethodArtifact] = {}
     for method, hp in methods:

@@ -18,6 +18,8 @@ from axbench_kedro.methods.base import MethodArtifact
 from axbench_kedro.methods.registry import get_method
 from axbench_kedro.methods.sae_file import SAESource
 from axbench_kedro.methods.trainer import TrainOptions, build_concepts, build_preferences, train_methods
+from axbench_kedro.scaling.config import ScalingParams
+from axbench_kedro.scaling.executor import make_executor
 
 __all__ = ["train_all_methods"]
 
@@ -31,10 +33,12 @@ def train_all_methods(
     training_cache: ArtifactStore | None,
     run: RunSettings,
     training: TrainingParams,
+    scaling: ScalingParams,
 ) -> tuple[dict[str, MethodArtifact], pd.DataFrame]:
     """Train ``training.methods`` (every registered method when ``null``) on every concept of ``concepts_meta``.
 
-    ``preference_data`` is read only when a method needs preference pairs (the RePS family).
+    ``preference_data`` is read only when a method needs preference pairs (the RePS family). With
+    ``scaling.engine: dask`` each concept group is trained on a Dask worker (same artifacts as in-process).
 
     Returns:
         ``method_artifacts`` (``{method: MethodArtifact}``, skipped methods included with their reason) and
@@ -63,6 +67,14 @@ def train_all_methods(
         else None,
     )
     store = training_cache if training.use_cache else None
-    return train_methods(
-        target_model, concepts, methods, opts, sae=sae_params, store=store, preferences=preferences
-    )
+    with make_executor(scaling, gpu=target_model.device.type == "cuda") as executor:
+        return train_methods(
+            target_model,
+            concepts,
+            methods,
+            opts,
+            sae=sae_params,
+            store=store,
+            preferences=preferences,
+            executor=executor,
+        )

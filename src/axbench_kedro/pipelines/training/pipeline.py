@@ -25,6 +25,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "training_cache",
                     "params:run",
                     "params:training",
+                    "params:scaling",
                 ],
                 outputs=["method_artifacts", "training_summary"],
                 name="train_methods",
