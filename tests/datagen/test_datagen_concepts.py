@@ -232,3 +232,51 @@ def test_non_utf8_file_is_one_line_naming_the_file(tmp_path, name):
     path.write_bytes("concept\ncafé au lait\n".encode("latin-1"))
     message = _load_error(path)
     assert "not UTF-8 text (byte 0xe9 at offset 11)" in message
+
+
+# ---- rule concepts (optional rule_id column, protocol §6) --------------------------------------------------------
+def test_concept_csv_rule_id_column_marks_rule_concepts(tmp_path):
+    path = tmp_path / "concepts.csv"
+    path.write_text(
+        "concept,url,rule_id\ncats,,\nanswers in capital letters,,all_capital\ndogs,http://x/7,\n"
+    )
+    entries = read_concept_file(path)
+    assert [e.rule_id for e in entries] == [None, "all_capital", None]
+    assert entries[2] == ConceptEntry("dogs", "http://x/7", 7)
+    meta = concepts_frame(entries)
+    assert list(meta.columns) == ["concept_id", "concept", "ref", "sae_id", "concept_genres", "rule_id"]
+    assert meta["rule_id"].tolist() == [None, "all_capital", None]
+    frame = pd.DataFrame({"concept": ["a", "b"], "rule_id": ["emoji", float("nan")]})
+    assert [e.rule_id for e in parse_concept_csv(frame)] == ["emoji", None]
+
+
+def test_concept_list_without_rule_ids_gives_a_null_rule_id_column():
+    meta = concepts_frame([ConceptEntry("a"), ConceptEntry("b", "http://n/m/s/4", 4)])
+    assert meta["rule_id"].isna().all() and meta["sae_id"].tolist() == [-1, 4]
+    assert parse_concept_csv("concept,url\ncats,http://x/7\n") == [ConceptEntry("cats", "http://x/7", 7)]
+
+
+def test_unknown_rule_id_is_one_error_naming_file_value_and_row(tmp_path):
+    path = tmp_path / "concepts.csv"
+    path.write_text("concept,rule_id\ncats,\nshouting,ALL_CAPS\n")
+    with pytest.raises(AxbenchDataError) as err:
+        read_concept_file(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message
+    assert "column 'rule_id'" in message and "'ALL_CAPS'" in message and "row 1" in message
+    with pytest.raises(DatasetError, match="unknown rule 'ALL_CAPS'"):
+        ConceptListDataset(str(path)).load()
+
+
+def test_neuronpedia_records_and_jsonl_carry_rule_ids():
+    entries = parse_neuronpedia([{**_np("5", "shouting"), "rule_id": "all_capital"}, _np("9", "cats")])
+    assert [e.rule_id for e in entries] == ["all_capital", None]
+    with pytest.raises(AxbenchDataError, match="record 0"):
+        parse_neuronpedia([{**_np("5", "shouting"), "rule_id": "loud"}], "export.json")
+    meta = concepts_frame(entries, [["text"], ["text"]])
+    lines = metadata_jsonl_lines(meta)
+    assert json.loads(lines[0])["rule_id"] == "all_capital" and "rule_id" not in json.loads(lines[1])
+    back = concepts_meta_from_jsonl(lines)
+    assert back["rule_id"].tolist() == ["all_capital", None]
+    with pytest.raises(AxbenchDataError, match="column 'rule_id': unknown rule 'loud' at line 1"):
+        concepts_meta_from_jsonl([lines[0].replace("all_capital", "loud")])

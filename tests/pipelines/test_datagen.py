@@ -133,7 +133,7 @@ def _concept_ids(meta: pd.DataFrame) -> dict[str, int]:
 
 def test_concepts_meta_genres_and_ids(first_run):
     meta = first_run["out"]["concepts_meta"]
-    assert list(meta.columns) == ["concept_id", "concept", "ref", "sae_id", "concept_genres"]
+    assert list(meta.columns) == ["concept_id", "concept", "ref", "sae_id", "concept_genres", "rule_id"]
     assert meta["concept_id"].tolist() == [0, 1, 2]
     genres = {c: list(g) for c, g in zip(meta["concept"], meta["concept_genres"], strict=True)}
     assert genres == {CONCEPTS[0]: ["text"], CONCEPTS[1]: ["code"], CONCEPTS[2]: ["math"]}

@@ -167,3 +167,31 @@ def test_empty_generation_gives_null_conditional_and_is_counted(tiny_gemma3, tmp
     # Upstream's value still scores the prompt for rank-1 methods; Prompt's empty text has nothing to score.
     assert gens.loc[gens["method"] == "DiffMean", "perplexity"].notna().all()
     assert gens.loc[gens["method"] == "Prompt", "perplexity"].isna().all()
+
+
+def test_sequence_perplexity_off_skips_its_pass_and_fills_it_later(tiny_gemma3, tmp_path) -> None:
+    tm = tiny_gemma3
+    params = _params(sequence_perplexity=False)
+    prompts, plans = _setup(tm, params)
+    cache = SQLiteCache(tmp_path / "gen.sqlite", "g")
+
+    def no_sequence(*args, **kwargs):
+        raise AssertionError("the sequence perplexity pass ran with sequence_perplexity: false")
+
+    off = generate_plans(
+        plans, prompts, tm, cache, params, layer=LAYER, seed=7, sequence_perplexity_fn=no_sequence
+    )
+    assert off["perplexity"].isna().all()
+    assert off["perplexity_conditional"].notna().any()
+    # Switched back on, the same cache entries gain only the missing value: no generation, no conditional pass.
+    stats = GenerationStats()
+
+    def no_conditional(*args, **kwargs):
+        raise AssertionError("perplexity_conditional recomputed")
+
+    on = generate_plans(
+        plans, prompts, tm, cache, _params(), layer=LAYER, seed=7, perplexity_fn=no_conditional, stats=stats
+    )
+    assert stats.generated == 0
+    assert on["perplexity"].notna().any()
+    pd.testing.assert_series_equal(on["perplexity_conditional"], off["perplexity_conditional"])

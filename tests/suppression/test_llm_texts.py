@@ -29,7 +29,7 @@ def test_texts_rows_fallbacks_and_cache(tmp_path) -> None:
     templates, prices = project_prompt_templates(), project_llm_prices()
     with FakeOpenAIServer(reply_fn=_texts_reply) as server:
         args = (CONCEPTS, POOL, client_for(server, tmp_path / "llm.sqlite"), prices, templates)
-        out, usage = suppression_texts(*args, n_instructions=3, rule_concept_ids=[5])
+        out, usage = suppression_texts(*args, n_instructions=3, rules={5: "write in capital letters only"})
         assert (
             len(server.requests) == 2 * 3 + 2 + 1
         )  # R1 per instruction, R2 per concept, R3 per rule concept
@@ -42,6 +42,8 @@ def test_texts_rows_fallbacks_and_cache(tmp_path) -> None:
         assert pasta["suppress_rewrite"].eq("").all() and not pasta["suppress_rewrite_is_fallback"].any()
         rule = out[out["concept_id"] == 5]
         assert rule["suppress_rewrite"].eq("Write in normal case.").all()
+        r3 = [r["messages"][-1]["content"] for r in server.requests if "never to follow" in str(r)]
+        assert len(r3) == 1 and "write in capital letters only" in r3[0]  # R3 gets the rule's description
         assert out["rewritten"].eq("Rewritten: include it.").all() and not out["rewritten_is_fallback"].any()
         again, _ = suppression_texts(
             CONCEPTS,
@@ -50,7 +52,7 @@ def test_texts_rows_fallbacks_and_cache(tmp_path) -> None:
             prices,
             templates,
             n_instructions=3,
-            rule_concept_ids=[5],
+            rules={5: "write in capital letters only"},
         )
         assert len(server.requests) == 9  # rerun: 0 new calls
         pd.testing.assert_frame_equal(again, out)

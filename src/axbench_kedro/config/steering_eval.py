@@ -171,7 +171,10 @@ class SteeringEvalParams(StrictModel):
         prompt_steering: the Prompt baseline's steering instruction.
         judge: judge choice and settings.
         winrate_baseline: method every other one is compared with (``Prompt``).
-        compute_perplexity: store the perplexity of every generation under the unsteered model.
+        compute_perplexity: store the perplexities of every generation under the unsteered model.
+        sequence_perplexity: with ``compute_perplexity``, also upstream's ``perplexity`` (prompt + generation, one
+            more forward pass per generation); ``False`` leaves it NaN and keeps ``perplexity_conditional`` (the
+            proxy judge's fluency input) [D 28].
         perplexity_batch_size: batch size of the perplexity pass.
         n_resamples, confidence: bootstrap CI of the Overall Score in the summary.
     """
@@ -186,6 +189,7 @@ class SteeringEvalParams(StrictModel):
     judge: JudgeParams = Field(default_factory=JudgeParams)
     winrate_baseline: str = "Prompt"
     compute_perplexity: bool = True
+    sequence_perplexity: bool = True
     perplexity_batch_size: int = Field(default=16, ge=1)
     n_resamples: int = Field(default=1000, ge=1)
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)

@@ -2,7 +2,8 @@
 
 Three input shapes are read: a Neuronpedia explanations export (JSON list; the first description of each
 feature index wins), a CSV with columns ``concept,url`` (a header row is optional) and a TXT file with one
-concept per line. Selection shuffles the list with ``random.Random(seed)`` and keeps the first
+concept per line. A CSV header or a JSON record may add ``rule_id``: the concept is then one of the 25 rule
+concepts of the suppression study (protocol §6; an empty cell = an ordinary concept, an unknown id = an error). Selection shuffles the list with ``random.Random(seed)`` and keeps the first
 ``max_concepts`` (so Concept500 is a prefix of Concept16K).
 
 Example:
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 NEURONPEDIA_URL = "https://www.neuronpedia.org"
-CONCEPTS_META_COLUMNS = ["concept_id", "concept", "ref", "sae_id", "concept_genres"]
+CONCEPTS_META_COLUMNS = ["concept_id", "concept", "ref", "sae_id", "concept_genres", "rule_id"]
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,14 @@ class ConceptEntry:
         concept: the description, stripped.
         ref: Neuronpedia feature link, or ``"null"``.
         sae_id: the feature index (last path component of ``ref``), −1 if none.
+        rule_id: the rule concept this is (one of ``judges.rule_concepts.RULE_IDS``), ``None`` for an ordinary
+            concept.
     """
 
     concept: str
     ref: str = "null"
     sae_id: int = -1
+    rule_id: str | None = None
 
 
 def sae_id_from_ref(ref: str | None) -> int:
@@ -69,12 +73,30 @@ def sae_id_from_ref(ref: str | None) -> int:
     return int(tail) if tail.isdigit() else -1
 
 
-def _entry(concept: Any, ref: Any, source: str, where: str) -> ConceptEntry:
+def _rule_id(value: Any, source: str, where: str) -> str | None:
+    """A checked ``rule_id`` cell: ``None`` when empty, else one of the 25 rule ids."""
+    from axbench_kedro.judges.rule_concepts import RULE_IDS
+
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    rule = str(value).strip()
+    if rule.lower() in {"", "nan", "none", "null"}:
+        return None
+    if rule not in RULE_IDS:
+        raise AxbenchDataError(
+            f"{source}: column 'rule_id': unknown rule {rule!r} at {where}; known rules: {', '.join(RULE_IDS)}"
+        )
+    return rule
+
+
+def _entry(concept: Any, ref: Any, source: str, where: str, rule_id: Any = None) -> ConceptEntry:
     text = "" if concept is None else str(concept).strip()
     if not text:
         raise AxbenchDataError(f"{source}: column 'concept': empty concept at {where}")
     link = "null" if ref is None or str(ref).strip() in {"", "nan"} else str(ref).strip()
-    return ConceptEntry(concept=text, ref=link, sae_id=sae_id_from_ref(link))
+    return ConceptEntry(
+        concept=text, ref=link, sae_id=sae_id_from_ref(link), rule_id=_rule_id(rule_id, source, where)
+    )
 
 
 def parse_neuronpedia(
@@ -115,7 +137,13 @@ def parse_neuronpedia(
             continue  # several explanations of one feature: the first one wins
         seen.add(index)
         entries.append(
-            _entry(record["description"], f"{NEURONPEDIA_URL}/{path}/{index}", source, f"record {i}")
+            _entry(
+                record["description"],
+                f"{NEURONPEDIA_URL}/{path}/{index}",
+                source,
+                f"record {i}",
+                record.get("rule_id"),
+            )
         )
     return entries
 
@@ -123,7 +151,7 @@ def parse_neuronpedia(
 #: Column names that mark a CSV's first row as a header (it then needs a ``concept`` column).
 _HEADER_NAMES = frozenset(
     {"concept", "concepts", "url", "link", "ref", "sae_link", "sae_id", "concept_id", "id", "index",
-     "description", "explanation", "label", "name", "feature"}
+     "description", "explanation", "label", "name", "feature", "rule_id"}
 )  # fmt: skip
 
 
@@ -149,24 +177,27 @@ def parse_concept_csv(
 
     Without a header the first column is the concept and the second the link. A first row that names columns
     (``concept``, ``url``, ``description``, ...) is a header: its columns are taken by name and it must have a
-    ``concept`` column. A UTF-8 byte-order mark in raw text is dropped.
+    ``concept`` column; an optional ``rule_id`` column marks rule concepts. A UTF-8 byte-order mark in raw text is
+    dropped.
 
     Raises:
-        AxbenchDataError: a header without a ``concept`` column, or an empty concept (names ``source``).
+        AxbenchDataError: a header without a ``concept`` column, an empty concept or an unknown ``rule_id`` (names
+            ``source``, the value and the row).
     """
     if isinstance(rows, pd.DataFrame):
         lowered = {str(c).strip().lower(): c for c in rows.columns}
         if "concept" not in lowered:
             raise AxbenchDataError(f"{source}: column 'concept': missing (columns: {list(rows.columns)})")
         refs = rows[lowered["url"]] if "url" in lowered else [None] * len(rows)
+        rules = rows[lowered["rule_id"]] if "rule_id" in lowered else [None] * len(rows)
         return [
-            _entry(c, r, source, f"row {i}")
-            for i, (c, r) in enumerate(zip(rows[lowered["concept"]], refs, strict=True))
+            _entry(c, r, source, f"row {i}", rule)
+            for i, (c, r, rule) in enumerate(zip(rows[lowered["concept"]], refs, rules, strict=True))
         ]
     if isinstance(rows, str):
         rows = list(csv.reader(io.StringIO(rows.removeprefix("\ufeff"))))
     parsed = [list(r) for r in rows if r and any(cell.strip() for cell in r)]
-    concept_col, url_col = 0, 1
+    concept_col, url_col, rule_col = 0, 1, -1
     if parsed and _looks_like_header(parsed[0], parsed[1:]):
         header = [cell.strip().lower() for cell in parsed[0]]
         if "concept" not in header:
@@ -176,6 +207,7 @@ def parse_concept_csv(
             )
         concept_col = header.index("concept")
         url_col = header.index("url") if "url" in header else -1
+        rule_col = header.index("rule_id") if "rule_id" in header else -1
         parsed = parsed[1:]
     return [
         _entry(
@@ -183,6 +215,7 @@ def parse_concept_csv(
             r[url_col] if 0 <= url_col < len(r) else None,
             source,
             f"row {i}",
+            r[rule_col] if 0 <= rule_col < len(r) else None,
         )
         for i, r in enumerate(parsed)
     ]
@@ -253,6 +286,7 @@ def concepts_frame(
             "ref": pd.Series([e.ref for e in entries], dtype=object),
             "sae_id": pd.Series([e.sae_id for e in entries], dtype="int64"),
             "concept_genres": pd.Series([list(g) for g in genres], dtype=object),
+            "rule_id": pd.Series([e.rule_id for e in entries], dtype=object),
         }
     )
 
@@ -281,24 +315,34 @@ def concepts_meta_from_rows(
         first["concept_id"], first["output_concept"], first["concept_genre"], strict=True
     ):
         link, sid = refs.get(int(cid), ("null", -1))
-        rows.append((int(cid), str(concept).strip(), link, sid, [str(genre)]))
-    frame = pd.DataFrame(rows, columns=CONCEPTS_META_COLUMNS)
-    return frame.astype({"concept_id": "int64", "sae_id": "int64"})
+        rows.append((int(cid), str(concept).strip(), link, sid, [str(genre)], None))
+    return _meta_frame(rows)
+
+
+def _meta_frame(rows: Sequence[tuple[Any, ...]]) -> pd.DataFrame:
+    """``concepts_meta`` from row tuples (``rule_id`` kept as objects: ``None`` stays ``None``)."""
+    frame = pd.DataFrame(rows, columns=CONCEPTS_META_COLUMNS).astype(
+        {"concept_id": "int64", "sae_id": "int64"}
+    )
+    frame["rule_id"] = pd.Series([r[-1] for r in rows], index=frame.index, dtype=object)
+    return frame
 
 
 def metadata_jsonl_lines(meta: pd.DataFrame) -> list[str]:
-    """Upstream ``metadata.jsonl`` lines of a ``concepts_meta`` frame."""
-    return [
-        json.dumps(
-            {
-                "concept_id": int(row.concept_id),
-                "concept": row.concept,
-                "ref": row.ref,
-                "concept_genres_map": {row.concept: list(row.concept_genres)},
-            }
-        )
-        for row in meta.itertuples(index=False)
-    ]
+    """Upstream ``metadata.jsonl`` lines of a ``concepts_meta`` frame (``rule_id`` only on rule concepts)."""
+    lines = []
+    for row in meta.to_dict("records"):
+        obj = {
+            "concept_id": int(row["concept_id"]),
+            "concept": row["concept"],
+            "ref": row["ref"],
+            "concept_genres_map": {row["concept"]: list(row["concept_genres"])},
+        }
+        rule = row.get("rule_id")
+        if isinstance(rule, str) and rule:
+            obj["rule_id"] = rule
+        lines.append(json.dumps(obj))
+    return lines
 
 
 def concepts_meta_from_jsonl(lines: Iterable[str], source: str = "metadata.jsonl") -> pd.DataFrame:
@@ -316,10 +360,11 @@ def concepts_meta_from_jsonl(lines: Iterable[str], source: str = "metadata.jsonl
                     str(obj.get("ref", "null")),
                     sae_id_from_ref(obj.get("ref")),
                     list(genres),
+                    _rule_id(obj.get("rule_id"), source, f"line {i + 1}"),
                 )
             )
+        except AxbenchDataError:
+            raise
         except (KeyError, TypeError, ValueError) as exc:
             raise AxbenchDataError(f"{source}: line {i + 1}: {exc}") from exc
-    return pd.DataFrame(rows, columns=CONCEPTS_META_COLUMNS).astype(
-        {"concept_id": "int64", "sae_id": "int64"}
-    )
+    return _meta_frame(rows)

@@ -151,6 +151,8 @@ def _concepts_meta(concepts: pd.DataFrame, results: Sequence[ConceptResult]) -> 
     """``concepts_meta``: the concepts with the generated genres where none were known."""
     genres = {r.concept_id: r.genres for r in results}
     meta = concepts.copy()
+    if "rule_id" not in meta.columns:  # a concept table written before rule concepts existed
+        meta["rule_id"] = None
     meta["concept_genres"] = [
         list(genres.get(int(cid), [])) or list(g)
         for cid, g in zip(meta["concept_id"], meta["concept_genres"], strict=True)

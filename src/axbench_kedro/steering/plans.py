@@ -54,6 +54,8 @@ class MethodPlan:
         rows: concept_id → row of ``vectors``.
         magnitudes: concept_id → magnitude base m.
         strength_fn: ``(concept_id, factor) → strength``; ``None`` = m·f (suppression sets its own rule).
+        concept_factors: concept_id → the factors of that concept, replacing ``factors`` for it (e.g. the attacks
+            steer each concept at its own selected factor); ``None`` = every concept uses ``factors``.
     """
 
     method: str
@@ -63,7 +65,14 @@ class MethodPlan:
     rows: dict[int, int] = field(default_factory=dict)
     magnitudes: dict[int, float] = field(default_factory=dict)
     strength_fn: Callable[[int, float], float] | None = None
+    concept_factors: dict[int, list[float]] | None = None
     _vector_sha: dict[int, str] = field(default_factory=dict, repr=False)
+
+    def factors_of(self, concept_id: int) -> list[float]:
+        """The factors of one concept: its ``concept_factors`` entry when there is one, else ``factors``."""
+        if self.concept_factors is not None and int(concept_id) in self.concept_factors:
+            return list(self.concept_factors[int(concept_id)])
+        return list(self.factors)
 
     def strength(self, concept_id: int, factor: float) -> float:
         """The strength of a (concept, factor) row: ``strength_fn`` when set, else m·f."""
@@ -171,7 +180,8 @@ def steering_plans(
 
 
 def plan_units(plan: MethodPlan, prompts: pd.DataFrame, replicates: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The units a method generates and the output rows pointing at them.
+    """The units a method generates and the output rows pointing at them (per concept, the factors of
+    :meth:`MethodPlan.factors_of`).
 
     Args:
         plan: the method's plan.
@@ -198,13 +208,13 @@ def plan_units(plan: MethodPlan, prompts: pd.DataFrame, replicates: int) -> tupl
                         "replicate": r,
                     }
                 )
-            for i, f in enumerate(plan.factors):
+            for i, f in enumerate(plan.factors_of(cid)):
                 out_rows.append(
                     {**base, "factor": float(f), "strength": float("nan"), "unit": first + i % replicates}
                 )
         else:
             sha = plan.vector_sha(cid)
-            for f in plan.factors:
+            for f in plan.factors_of(cid):
                 strength = plan.strength(cid, float(f))
                 out_rows.append({**base, "factor": float(f), "strength": strength, "unit": len(units)})
                 units.append(

@@ -10,7 +10,8 @@ generates only what is missing.
 With ``compute_perplexity`` every generation gets two perplexities under the unsteered model (protocol §5.9
 [D 28]): ``perplexity`` (upstream's: prompt + generation decoded with special tokens skipped, re-tokenized with BOS;
 the generation alone for factor-free methods, which steer through their prompt) and ``perplexity_conditional`` (the
-generation given the row's unsteered ``input``; null for an empty generation). The cache stores them under their
+generation given the row's unsteered ``input``; null for an empty generation); ``sequence_perplexity: false``
+leaves ``perplexity`` NaN and saves its forward pass. The cache stores them under their
 own keys (:data:`PPL_SEQUENCE`, :data:`PPL_CONDITIONAL`); an entry written before the split keeps its single value
 (the conditional one) as ``perplexity_conditional``, and only the missing value is computed.
 
@@ -293,7 +294,7 @@ def _add_perplexities(
         for k, value in zip(cache_keys, values, strict=True):
             stored[k] = {**stored[k], PPL_CONDITIONAL: _finite_or_none(value)}
         added = True
-    if any(PPL_SEQUENCE not in stored[k] for k in cache_keys):
+    if rt.params.sequence_perplexity and any(PPL_SEQUENCE not in stored[k] for k in cache_keys):
         from axbench_kedro.lm.scoring import decoded_sequence
 
         tok = rt.tm.tokenizer

@@ -191,7 +191,8 @@ def attack_prompt_frame(
 
     Args:
         suppress_prompts: the ``AlpacaEvalSuppress`` rows (one per factor; the first per instruction is used).
-        selected_factors: ``concept_id, best_factor`` of one method (its suppression selection).
+        selected_factors: ``concept_id, best_factor`` of one method (its suppression selection; NaN for a
+            factor-free method).
         kind: ``multishot``, ``append`` or ``prepend``.
         rules: concept_id → rule name (for ``multishot``: the ``rule`` of ``examples``) or description (overwrite:
             fills the order); only these concepts are attacked.
@@ -213,8 +214,9 @@ def attack_prompt_frame(
         cid = int(rec["concept_id"])
         if cid not in rules:
             continue
-        if cid not in best or pd.isna(best[cid]):
+        if cid not in best:
             raise AxbenchDataError(f"suppression selection: no selected factor for rule concept_id {cid}")
+        # NaN = a factor-free method (the prompt defence), which select_factors gives no factor.
         base = {**rec, "factor": float(best[cid]), "dataset_name": ATTACK_DATASETS[kind]}
         if kind == "multishot":
             if examples is None:

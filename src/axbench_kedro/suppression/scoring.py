@@ -47,7 +47,7 @@ def suppression_generation_scores(
     missing = [c for c in GENERATION_KEYS if c not in judgements.columns]
     if missing:
         raise AxbenchDataError(f"judgements: missing column(s) {missing}")
-    keys = judgements[GENERATION_KEYS].astype(str).agg("|".join, axis=1)
+    keys = pd.util.hash_pandas_object(judgements[GENERATION_KEYS], index=False)  # NaN factors hash alike
     rule_keys = set(keys[judgements["criterion"] == "rule"])
     is_rule = keys.isin(rule_keys).to_numpy()
     parts = []

@@ -10,13 +10,13 @@ Empty replies take the purpose's own fallback and are flagged [D 18] (:mod:`~axb
 
 Example:
     >>> texts, usage = suppression_texts(concepts_meta, instructions, client, prices, templates,
-    ...                                  n_instructions=10, rule_concept_ids=[])  # doctest: +SKIP
+    ...                                  n_instructions=10, rules={})  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -72,7 +72,7 @@ def suppression_texts(
     prompt_templates: Mapping[str, Any],
     *,
     n_instructions: int,
-    rule_concept_ids: Collection[int] = (),
+    rules: Mapping[int, str] | None = None,
     templates: Mapping[str, str] | None = None,
     fallbacks: Mapping[str, str] | None = None,
     temperature: float = 1.0,
@@ -82,13 +82,14 @@ def suppression_texts(
     """R1 per concept × instruction, R2 per concept, R3 per rule concept.
 
     Args:
-        concepts_meta: ``concept_id, concept`` (for a rule concept, ``concept`` is the rule's description).
+        concepts_meta: ``concept_id, concept``.
         steering_instructions: the instruction pool; each concept gets its §5.1 sample (the steering instructions).
         client: the LLM client (cached).
         llm_prices: the price table the usage is costed with.
         prompt_templates: the ``prompt_templates`` catalog dataset.
         n_instructions: instructions per concept (``input_id`` 0..n−1).
-        rule_concept_ids: the concepts that are rules (they also get R3).
+        rules: concept_id → rule description of the rule concepts (they also get R3, which fills ``{rule}``
+            with the description).
         templates: template names by purpose (``rewrite``, ``avoid_concept``, ``avoid_rule``); missing keys take
             :data:`TEMPLATES`.
         fallbacks: texts for empty replies by purpose (same keys); missing keys take the defaults of
@@ -112,7 +113,7 @@ def suppression_texts(
         **dict(fallbacks or {}),
     }
     concepts = check_concepts(concepts_meta)
-    rules = {int(c) for c in rule_concept_ids}
+    rules = {int(c): str(d) for c, d in dict(rules or {}).items()}
     client = apply_prices(client, llm_prices)
     since = client.totals()
 
@@ -129,8 +130,8 @@ def suppression_texts(
         for instruction in instructions
     ]
     avoid_reqs = [request(tpl["avoid_concept"].render(concept=concept)) for _, concept, _ in per_concept]
-    rule_items = [(cid, concept) for cid, concept, _ in per_concept if cid in rules]
-    rule_reqs = [request(tpl["avoid_rule"].render(rule=concept)) for _, concept in rule_items]
+    rule_items = [(cid, rules[cid]) for cid, _, _ in per_concept if cid in rules]
+    rule_reqs = [request(tpl["avoid_rule"].render(rule=rule)) for _, rule in rule_items]
     replies = client.complete_many([*rewrite_reqs, *avoid_reqs, *rule_reqs], desc="suppression texts")
     texts = [_first_line(r.text) if first_line_only else r.text for r in replies]
     rewrite_txt = iter(texts[: len(rewrite_reqs)])
@@ -143,7 +144,7 @@ def suppression_texts(
     for cid, concept, instructions in per_concept:
         original, original_fb = clean_reply(next(avoid_txt), fallback["avoid_concept"], concept=concept)
         if cid in rules:
-            rule_text, rule_fb = clean_reply(rule_txt[cid], fallback["avoid_rule"], rule=concept)
+            rule_text, rule_fb = clean_reply(rule_txt[cid], fallback["avoid_rule"], rule=rules[cid])
         else:
             rule_text, rule_fb = "", False
         for input_id, instruction in enumerate(instructions):
