@@ -152,6 +152,19 @@ def test_attack_prompts_per_method_and_setting_at_the_selected_factor() -> None:
     assert empty.empty and list(empty.columns) == ATTACK_PROMPT_COLUMNS
     none = attack_prompts_frame(prompts, selection, _examples(), {1: "all_capital"}, [], None, formatter=fmt)
     assert none.empty
+    # A rule whose R4 replies parsed into too few examples leaves only that shot count out (logged), never the run.
+    few = _examples().head(1)
+    short = attack_prompts_frame(
+        prompts, selection, few, {1: "all_capital"}, attack_settings([1, 2], ["append"]), None, formatter=fmt
+    )
+    assert sorted(set(zip(short["attack"], short["n_shot"], strict=True))) == [
+        ("append", 0),
+        ("multishot", 1),
+    ]
+    only_short = attack_prompts_frame(
+        prompts, selection, few, {1: "all_capital"}, attack_settings([2], []), None, formatter=fmt
+    )
+    assert only_short.empty and list(only_short.columns) == ATTACK_PROMPT_COLUMNS
 
 
 # ---- per-concept factors in the steering plan --------------------------------------------------------------------

@@ -157,22 +157,46 @@ def attack_prompts_frame(
     mine = {c: r for c, r in rules.items() if c in present}
     if not mine or not settings:
         return _empty(ATTACK_PROMPT_COLUMNS, ["n_shot", "concept_id", "input_id", "sae_id"])
+    available = (
+        multishot_examples["rule"].astype(str).value_counts().to_dict() if len(multishot_examples) else {}
+    )
+    short = {
+        (c, n): available.get(r, 0)
+        for c, r in mine.items()
+        for attack, n in settings
+        if attack == "multishot" and available.get(r, 0) < n
+    }
+    for (cid, n), have in sorted(short.items()):  # R4 replies that parse into too few examples (small models)
+        log.warning(
+            "many-shot attack: rule %s (concept_id %d) has %d of the %d examples a %d-shot prompt needs; "
+            "that setting is left out for it",
+            mine[cid],
+            cid,
+            have,
+            n,
+            n,
+        )
     frames = []
     for method in sorted(suppression_selection["method"].unique()):
         selected = suppression_selection[suppression_selection["method"] == method]
         for attack, n_shot in settings:
             multishot = attack == "multishot"
+            rules_here = {c: r for c, r in mine.items() if (c, n_shot) not in short} if multishot else mine
+            if not rules_here:
+                continue
             frame = attack_prompt_frame(
                 suppression_prompts,
                 selected[["concept_id", "best_factor"]],
                 kind=attack,  # type: ignore[arg-type]
-                rules=mine if multishot else {c: rule_description(r) for c, r in mine.items()},
+                rules=rules_here if multishot else {c: rule_description(r) for c, r in mine.items()},
                 tokenizer=tokenizer,
                 examples=multishot_examples if multishot else None,
                 n_shot=n_shot if multishot else None,
                 formatter=formatter,
             )
             frames.append(frame.assign(method=method, attack=attack, n_shot=int(n_shot)))
+    if not frames:
+        return _empty(ATTACK_PROMPT_COLUMNS, ["n_shot", "concept_id", "input_id", "sae_id"])
     return pd.concat(frames, ignore_index=True)[ATTACK_PROMPT_COLUMNS].astype({"n_shot": "int64"})
 
 
