@@ -58,6 +58,11 @@ def suppression_plans(
     plans = steering_plans(
         method_names, method_artifacts, max_activations, params, layer=layer, tm=tm, concept_ids=concept_ids
     )
+    # An adapter method (LoRA, LoReFT) steers toward its concept with no strength to negate: not a suppression.
+    adapters = [p.method for p in plans if p.adapter is not None]
+    if adapters:
+        log.info("suppression: %s left out (adapter methods have no factor to negate)", ", ".join(adapters))
+        plans = [p for p in plans if p.adapter is None]
     for plan in plans:
         plan.factors = negate_factors(plan.factors)
         if plan.factor_free:
