@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import torch
 from kedro.io import DataCatalog, MemoryDataset
 
 from axbench_kedro.config.common import RunSettings
 from axbench_kedro.config.training import TrainingParams
 from axbench_kedro.datasets.method_artifacts import ArtifactStore
+from axbench_kedro.methods.dictionary_file import DictionarySource
 from axbench_kedro.methods.sae import SAESource
 from axbench_kedro.scaling.config import ScalingParams
 
-from .synthetic_data import make_concepts_meta, make_preference_data, make_train_data
+from .synthetic_data import CONCEPTS, make_concepts_meta, make_preference_data, make_train_data
 
-__all__ = ["LAYER", "SAE_IDS", "KeptMemoryDataset", "write_sae", "training_catalog"]
+__all__ = [
+    "LAYER",
+    "SAE_IDS",
+    "DICTIONARY_FOLDERS",
+    "KeptMemoryDataset",
+    "write_sae",
+    "write_dictionary",
+    "training_catalog",
+]
 
 
 class KeptMemoryDataset(MemoryDataset):
@@ -41,7 +54,50 @@ def write_sae(path, d: int = 64, width: int = 32) -> str:
     return str(path)
 
 
-def training_catalog(tm, sae_path, store_path, params: TrainingParams | None = None) -> DataCatalog:
+# the default folder of each Dictionary(...) method (conf/base/parameters_training.yml)
+DICTIONARY_FOLDERS = ("reft-r1-16k", "diffmean-16k")
+
+
+def write_dictionary(
+    folder, weight: torch.Tensor, concepts: list[str], refs: list[str] | None = None, max_act=None
+) -> Path:
+    """A dictionary in the released layout (protocol §3.16): ``folder/weight.pt`` (one pickled tensor),
+    ``metadata.jsonl`` (concept_id = line index, concept, ref, concept_genres_map) and ``acts.json``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(weight, folder / "weight.pt")
+    refs = refs or ["https://www.neuronpedia.org/gemma-2-2b/20-gemmascope-res-16k/0"] * len(concepts)
+    lines = [
+        json.dumps({"concept_id": i, "concept": c, "ref": r, "concept_genres_map": {c: ["text"]}})
+        for i, (c, r) in enumerate(zip(concepts, refs, strict=True))
+    ]
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    max_act = max_act if max_act is not None else [float(i + 1) for i in range(len(concepts))]
+    acts = {
+        "thresholds": {str(i): 0.0 for i in range(len(concepts))},
+        "max_act": {str(i): v for i, v in enumerate(max_act)},
+    }
+    (folder / "acts.json").write_text(json.dumps(acts), encoding="utf-8")
+    return folder
+
+
+def _tiny_dictionaries(root: Path, d: int) -> str:
+    """Both default dictionaries under ``root``: an unrelated row first, then the synthetic concepts (shuffled)."""
+    texts = ["an unrelated concept", CONCEPTS[2][0], CONCEPTS[0][0], CONCEPTS[1][0]]
+    for k, folder in enumerate(DICTIONARY_FOLDERS):
+        if (root / folder).exists():
+            continue  # a rerun keeps the files (and the training cache keys)
+        weight = torch.randn(len(texts), d, generator=torch.Generator().manual_seed(k))
+        write_dictionary(root / folder / f"l{LAYER}", weight, texts)
+    return str(root)
+
+
+def training_catalog(
+    tm, sae_path, store_path, params: TrainingParams | None = None, dictionaries: str | None = None
+) -> DataCatalog:
+    """``dictionaries``: root of the released dictionaries (``None`` = write both tiny ones next to the cache)."""
+    if dictionaries is None:
+        dictionaries = _tiny_dictionaries(Path(store_path).parent / "dictionaries", tm.d_model)
     meta = make_concepts_meta(3)
     meta["sae_id"] = pd.Series(SAE_IDS, dtype="int64")
     train = make_train_data(n_concepts=3, n_pos=6, n_pool=6)
@@ -52,6 +108,7 @@ def training_catalog(tm, sae_path, store_path, params: TrainingParams | None = N
             "preference_data": MemoryDataset(make_preference_data(train)),
             "target_model": MemoryDataset(tm, copy_mode="assign"),
             "sae_params": MemoryDataset(SAESource(sae_path), copy_mode="assign"),
+            "released_dictionaries": MemoryDataset(DictionarySource(dictionaries), copy_mode="assign"),
             "training_cache": MemoryDataset(ArtifactStore(store_path), copy_mode="assign"),
             "params:run": MemoryDataset(
                 RunSettings(setting="tiny", layer=LAYER, seed=42), copy_mode="assign"

@@ -1,4 +1,4 @@
-"""Detection scores of the ``activation`` and ``text`` methods on every latent-eval row and on the negative pool.
+"""Detection scores of the ``activation``, ``text`` and ``gradient`` methods on every latent-eval row and on the negative pool.
 
 Every ``activation`` method (rank-1 encoders, SAE latents, …) is scored in one truncated forward pass over the
 rows (:func:`axbench_kedro.methods.scoring.score_rows`); pool rows are scored against every concept in the same
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -136,14 +137,16 @@ def score_model_outputs(
 
     for name, art in artifacts.items():
         method = get_method(name)
-        if method.detection_kind != "text":
+        if method.detection_kind == "text":
+            score = method.score_texts
+        elif method.detection_kind == "gradient":
+            score = partial(method.score_model_texts, tm=tm, layer=layer, max_length=params.max_length)
+        else:
             continue
-        own = method.score_texts(art, texts, art.rows_of(concept_ids))
+        own = score(art, texts, art.rows_of(concept_ids))
         frames.append(per_text_rows(data, name, own))
         if pool_sources:
-            full = method.score_texts(art, [texts[r] for r in pool_sources])[
-                :, art.rows_of(all_concepts).numpy()
-            ]
+            full = score(art, [texts[r] for r in pool_sources])[:, art.rows_of(all_concepts).numpy()]
             pool_frames.append(pool_rows(full, pool, all_concepts, name))
 
     return concat_scores(frames), concat_pool_scores(pool_frames)

@@ -8,8 +8,9 @@ through the method:
 * detection (``latent_eval``) — by :attr:`Method.detection_kind`:
   ``"activation"``: :meth:`Method.detection_encoder` gives a per-token score ``act(h·W[row] + b[row])`` at layer L
   (all such methods are scored together in one truncated forward pass); ``"text"``:
-  :meth:`Method.score_texts` (BoW); ``"llm"``: the node asks an LLM client (PromptDetection); ``"none"``: no
-  detection score.
+  :meth:`Method.score_texts` (BoW); ``"gradient"``: :meth:`Method.score_model_texts` (attribution methods that
+  need the target model and gradients, IG / IxG); ``"llm"``: the node asks an LLM client (PromptDetection);
+  ``"none"``: no detection score.
 * steering (``steering_eval``, helper D): :attr:`Method.steers`, :attr:`Method.factor_free`,
   :attr:`Method.magnitude_source` and :meth:`Method.steering_vectors` (``[n_concepts, d]``, the vector ``w`` of
   ``h + m·f·w``).
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -56,7 +57,7 @@ __all__ = [
     "apply_activation",
 ]
 
-DetectionKind = Literal["activation", "text", "llm", "none"]
+DetectionKind = Literal["activation", "text", "gradient", "llm", "none"]
 MagnitudeSource = Literal["latent_eval", "unit", "sae_table"]
 # What a method's row is for readers of the reports: a method of the benchmark, or a control (a reference row such as
 # a random direction, which shows the chance level; reports label it "<name> (control)").
@@ -70,7 +71,8 @@ SuppressionIntervention = Literal["addition", "addition_suppression"]
 #   "sae"          — a GemmaScope SAE (``params.npz``)
 #   "texts"        — nothing but the raw rows (the ConceptData is always given)
 #   "preference"   — the concept's ``preference_data`` pairs as cached layer-L states (RePS family, protocol §3.13)
-Requirement = Literal["activations", "lm_objective", "sae", "texts", "preference"]
+#   "lm_tail"      — only the runtime of the blocks after L and the LM head (IG / IxG, SAE (filtered))
+Requirement = Literal["activations", "lm_objective", "sae", "texts", "preference", "lm_tail"]
 
 
 class NoParams(StrictModel):
@@ -338,6 +340,16 @@ class Method(ABC):
         del sae, concepts
         return None
 
+    def bind_run_inputs(self, inputs: Mapping[str, Any]) -> None:
+        """Receive the training node's run-wide inputs before training (``released_dictionaries``,
+        ``concepts_meta``, ``model``, ``layer``, ``hyperparameters``); methods that read a catalog file of their own
+        override it."""
+        del inputs
+
+    def source_identity(self) -> Any:
+        """Identity of the files a bound input will be read from (part of the training cache key); ``None`` = none."""
+        return None
+
     @abstractmethod
     def train_concept(self, inputs: ConceptInputs, hp: Any) -> dict[str, Any]:
         """Train on one concept; returns its tensors (e.g. ``{"weight": [d], "bias": []}``).
@@ -376,6 +388,19 @@ class Method(ABC):
     ) -> np.ndarray:
         """Scores of a ``text`` method: ``[len(texts), n_concepts]`` (or ``[len(texts)]`` with ``concept_rows``)."""
         raise NotImplementedError(f"{self.name} has no text scorer")
+
+    def score_model_texts(
+        self,
+        artifact: MethodArtifact,
+        texts: Sequence[str],
+        concept_rows: torch.Tensor | None = None,
+        *,
+        tm: Any,
+        layer: int,
+        max_length: int,
+    ) -> np.ndarray:
+        """Scores of a ``gradient`` method (same shapes as :meth:`score_texts`), computed with the target model."""
+        raise NotImplementedError(f"{self.name} has no model scorer")
 
     # ---- steering ------------------------------------------------------------------------------------------
     def steering_vectors(self, artifact: MethodArtifact) -> torch.Tensor:

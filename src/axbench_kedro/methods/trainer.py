@@ -321,7 +321,9 @@ def _cache_key(
             "layer": opts.layer,
             "seed": opts.seed,
             "max_length": opts.max_length,
-            "lm_dtype": str(opts.lm_objective_dtype) if _TAIL_REQUIREMENTS & method.requires else None,
+            "lm_dtype": (
+                str(opts.lm_objective_dtype) if (_TAIL_REQUIREMENTS | {"lm_tail"}) & method.requires else None
+            ),
             "concept": c.fingerprint(),
             "extra": extra,
             # Only when on, so that switching it off reuses every earlier result ([D 2]).
@@ -382,6 +384,8 @@ def _train_group(
             base["binary_texts"] = tuple(res.binary(c.inputs, c.outputs))
         if "sae" in needs:
             base["sae"] = sae_params
+        if "lm_tail" in needs:
+            base["lm_tail"] = res.tail
         if "preference" in needs and preferences is not None:
             base["preference"] = res.preference_rows(preferences[c.concept_id])
             base["lm_tail"] = res.tail
@@ -450,7 +454,7 @@ def train_methods(
             )
             continue
         runnable.append((method, hp))
-        extra = sae_extra if "sae" in method.requires else None
+        extra = sae_extra if "sae" in method.requires else method.source_identity()
         extras = [extra] * len(concepts)
         if "preference" in method.requires:
             missing = [

@@ -3,7 +3,9 @@
 A plan holds a method's factor grid, its steering vectors (one row per concept) and the magnitude base m of every
 concept. Every (concept, instruction, factor) row of a method is one *unit* (prompt, vector, strength). Factor-free
 methods have no vector and no strength: they generate ``prompt_replicates`` units per instruction from the steered
-input, and the factor rows of the grid share them (replicate ``i mod r`` stands for factor ``i``).
+input, and the factor rows of the grid share them (replicate ``i mod r`` stands for factor ``i``). Factor-free
+adapter methods (LoRA, LoReFT: :class:`~axbench_kedro.methods.adapters.AdapterMethod`) generate the same way but from
+the plain ``input``, inside their concept's ``adapter`` (the plan's :attr:`MethodPlan.adapter`).
 
 Example:
     >>> plans = steering_plans(["DiffMean", "Prompt"], artifacts, max_activations, params, layer=9, tm=tm,
@@ -17,6 +19,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +30,7 @@ import torch
 from axbench_kedro.config.steering_eval import SteeringEvalParams
 from axbench_kedro.errors import AxbenchConfigError, AxbenchDataError
 from axbench_kedro.lm.types import TargetModel
+from axbench_kedro.methods.adapters import AdapterMethod
 from axbench_kedro.methods.base import Method, MethodArtifact
 from axbench_kedro.methods.registry import get_method
 
@@ -56,6 +60,9 @@ class MethodPlan:
         strength_fn: ``(concept_id, factor) → strength``; ``None`` = m·f (suppression sets its own rule).
         concept_factors: concept_id → the factors of that concept, replacing ``factors`` for it (e.g. the attacks
             steer each concept at its own selected factor); ``None`` = every concept uses ``factors``.
+        adapter: factor-free adapter methods only: concept_id → a context manager inside which the target model
+            carries that concept's adapter (units then use the plain ``input``, batches hold one concept each).
+        adapter_shas: concept_id → hash of that concept's adapter (its units' ``vector_sha``).
     """
 
     method: str
@@ -66,6 +73,8 @@ class MethodPlan:
     magnitudes: dict[int, float] = field(default_factory=dict)
     strength_fn: Callable[[int, float], float] | None = None
     concept_factors: dict[int, list[float]] | None = None
+    adapter: Callable[[int], AbstractContextManager[None]] | None = None
+    adapter_shas: dict[int, str] = field(default_factory=dict)
     _vector_sha: dict[int, str] = field(default_factory=dict, repr=False)
 
     def factors_of(self, concept_id: int) -> list[float]:
@@ -81,7 +90,10 @@ class MethodPlan:
         return float(factor) * self.magnitudes[concept_id]
 
     def vector_sha(self, concept_id: int) -> str:
-        """SHA-256 of the concept's float32 vector bytes (``"none"`` when factor-free)."""
+        """SHA-256 of the concept's float32 vector bytes (its adapter's hash for an adapter method, ``"none"`` for
+        another factor-free method)."""
+        if self.adapter is not None:
+            return self.adapter_shas[int(concept_id)]
         if self.vectors is None:
             return "none"
         if concept_id not in self._vector_sha:
@@ -145,6 +157,11 @@ def steering_plans(
                 raise AxbenchConfigError(f"steering_eval.methods: {name!r} has no steering (detection only)")
             continue
         factors = params.factors_for(name)
+        if isinstance(method, AdapterMethod):
+            plan = _adapter_plan(method, name, factors, method_artifacts, tm, concept_ids)
+            if plan is not None:
+                plans.append(plan)
+            continue
         if method.factor_free:
             plans.append(
                 MethodPlan(name, True, factors, magnitudes=dict.fromkeys(map(int, concept_ids), 1.0))
@@ -179,6 +196,38 @@ def steering_plans(
     return plans
 
 
+def _adapter_plan(
+    method: AdapterMethod,
+    name: str,
+    factors: list[float],
+    method_artifacts: Mapping[str, Any],
+    tm: TargetModel,
+    concept_ids: Sequence[int],
+) -> MethodPlan | None:
+    """The plan of a factor-free adapter method (``None`` when its artifact was skipped in training)."""
+    if name not in method_artifacts:
+        raise AxbenchDataError(f"method_artifacts: no artifact for steering method {name!r} (run training)")
+    artifact = resolve_artifact(method_artifacts[name])
+    if not artifact.ok:
+        log.warning("steering_eval: %s skipped (%s)", name, artifact.skip_reason or artifact.status)
+        return None
+    ids = [int(c) for c in concept_ids]
+    index = artifact.rows_of(ids).tolist()
+
+    def adapter(concept_id: int) -> AbstractContextManager[None]:
+        return method.adapter(artifact, tm, concept_id)
+
+    return MethodPlan(
+        name,
+        True,
+        factors,
+        rows=dict(zip(ids, map(int, index), strict=True)),
+        magnitudes=dict.fromkeys(ids, 1.0),
+        adapter=adapter,
+        adapter_shas={c: method.adapter_sha(artifact, c) for c in ids},
+    )
+
+
 def plan_units(plan: MethodPlan, prompts: pd.DataFrame, replicates: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The units a method generates and the output rows pointing at them (per concept, the factors of
     :meth:`MethodPlan.factors_of`).
@@ -202,8 +251,8 @@ def plan_units(plan: MethodPlan, prompts: pd.DataFrame, replicates: int) -> tupl
                 units.append(
                     {
                         "concept_id": cid,
-                        "prompt": rec.steered_input,
-                        "vector_sha": "none",
+                        "prompt": rec.input if plan.adapter is not None else rec.steered_input,
+                        "vector_sha": plan.vector_sha(cid),
                         "strength": 0.0,
                         "replicate": r,
                     }

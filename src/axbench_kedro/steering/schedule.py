@@ -107,11 +107,20 @@ def _unit_payloads(
     ]
 
 
-def _batches(units: pd.DataFrame, tm: TargetModel, batch_size: int) -> list[list[int]]:
-    """Unit indices cut into batches, longest prompts first (deterministic order)."""
+def _batches(
+    units: pd.DataFrame, tm: TargetModel, batch_size: int, per_concept: bool = False
+) -> list[list[int]]:
+    """Unit indices cut into batches, longest prompts first (deterministic order); with ``per_concept`` (adapter
+    methods: one adapter per batch) each concept's units are cut on their own, concepts in ascending order."""
     lengths = [
         len(ids) for ids in tm.tokenizer(units["prompt"].tolist(), add_special_tokens=False)["input_ids"]
     ]
+    if per_concept:
+        out: list[list[int]] = []
+        for _, group in units.groupby("concept_id", sort=True):
+            order = sorted(group.index.tolist(), key=lambda i: (-lengths[i], i))
+            out += [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        return out
     order = sorted(range(len(units)), key=lambda i: (-lengths[i], i))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
@@ -143,6 +152,9 @@ def _generate_batch(rt: _Runtime, plan: MethodPlan, units: pd.DataFrame, batch: 
         "top_p": g.top_p,
         "desc": f"{plan.method} batch",
     }
+    if plan.adapter is not None:  # one concept per batch (see _batches)
+        with plan.adapter(int(units.at[batch[0], "concept_id"])):
+            return rt.sample_fn(rt.tm, prompts, **common)
     if plan.vectors is None:
         return rt.sample_fn(rt.tm, prompts, **common)
     rows = [plan.rows[int(units.at[u, "concept_id"])] for u in batch]
@@ -210,7 +222,7 @@ def generate_plans(
             payloads = _unit_payloads(units, tm, layer, params)
             prompt_of_unit = rows.drop_duplicates("unit").set_index("unit")[keys]
             results: dict[int, dict[str, Any]] = {}
-            for batch in _batches(units, tm, params.generation.batch_size):
+            for batch in _batches(units, tm, params.generation.batch_size, plan.adapter is not None):
                 batch_seed = int(content_key({"seed": seed, "units": [payloads[u] for u in batch]})[:15], 16)
                 cache_keys = [
                     content_key({"v": CACHE_VERSION, **payloads[u], "seed": batch_seed, "position": p})
@@ -298,8 +310,9 @@ def _add_perplexities(
         from axbench_kedro.lm.scoring import decoded_sequence
 
         tok = rt.tm.tokenizer
-        # Factor-free methods steer through their prompt: upstream scores their generation alone [D 28].
-        prefixes = [""] * len(texts) if plan.factor_free else unit_prompts
+        # Factor-free methods steer through their prompt: upstream scores their generation alone [D 28]. Adapter
+        # methods generate from the plain prompt, which is scored with the generation as for vector methods.
+        prefixes = [""] * len(texts) if plan.factor_free and plan.adapter is None else unit_prompts
         sequences = [decoded_sequence(tok, p, t) for p, t in zip(prefixes, texts, strict=True)]
         values = rt.sequence_perplexity_fn(rt.tm, sequences, batch_size=batch_size)
         for k, value in zip(cache_keys, values, strict=True):

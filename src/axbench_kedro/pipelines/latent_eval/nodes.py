@@ -65,7 +65,7 @@ def score_model_methods(
     run: RunSettings,
     latent_eval: LatentEvalParams,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Scores of every ``activation`` and ``text`` method on every latent-eval row and on the negative pool.
+    """Scores of every ``activation``, ``text`` and ``gradient`` method on the latent-eval rows and negative pool.
 
     Returns:
         ``(scores, imbalance_scores)``: §1.7 long rows (``max_act`` rounded to 3 decimals) and
@@ -73,7 +73,10 @@ def score_model_methods(
     """
     data = check_latent_data(latent_eval_data)
     arts = detection_artifacts(
-        method_artifacts, latent_eval.exclude_methods, log_skipped=True, kinds=("activation", "text")
+        method_artifacts,
+        latent_eval.exclude_methods,
+        log_skipped=True,
+        kinds=("activation", "text", "gradient"),
     )
     return cached_model_scores(
         data,

@@ -15,6 +15,7 @@ from axbench_kedro.datasets.method_artifacts import ArtifactStore
 from axbench_kedro.errors import AxbenchConfigError
 from axbench_kedro.lm.types import TargetModel
 from axbench_kedro.methods.base import MethodArtifact
+from axbench_kedro.methods.dictionary_file import DictionarySource
 from axbench_kedro.methods.registry import get_method
 from axbench_kedro.methods.sae_file import SAESource
 from axbench_kedro.methods.trainer import TrainOptions, build_concepts, build_preferences, train_methods
@@ -30,6 +31,7 @@ def train_all_methods(
     preference_data: pd.DataFrame,
     target_model: TargetModel,
     sae_params: SAESource | None,
+    released_dictionaries: DictionarySource | None,
     training_cache: ArtifactStore | None,
     run: RunSettings,
     training: TrainingParams,
@@ -37,6 +39,9 @@ def train_all_methods(
 ) -> tuple[dict[str, MethodArtifact], pd.DataFrame]:
     """Train ``training.methods`` (every registered method when ``null``) on every concept of ``concepts_meta``.
 
+    ``released_dictionaries`` (with ``concepts_meta``, the model name, the layer and the method's hyperparameters)
+    is handed to every method through :meth:`~axbench_kedro.methods.base.Method.bind_run_inputs` (the
+    ``Dictionary(...)`` methods read it).
     ``preference_data`` is read only when a method needs preference pairs (the RePS family). With
     ``scaling.engine: dask`` each concept group is trained on a Dask worker (same artifacts as in-process).
 
@@ -50,6 +55,14 @@ def train_all_methods(
         )
     concepts = build_concepts(train_data, concepts_meta)
     methods = [(get_method(name), training.method_params(name)) for name in training.method_names()]
+    run_inputs = {
+        "released_dictionaries": released_dictionaries,
+        "concepts_meta": concepts_meta,
+        "model": target_model.name,
+        "layer": run.layer,
+    }
+    for method, hp in methods:
+        method.bind_run_inputs({**run_inputs, "hyperparameters": hp})
     needs_pairs = any("preference" in m.requires for m, _ in methods)
     preferences = build_preferences(preference_data, concepts) if needs_pairs else None
     opts = TrainOptions(

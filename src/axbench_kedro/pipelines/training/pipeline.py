@@ -10,8 +10,8 @@ __all__ = ["create_pipeline"]
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
-    """train_data + concepts_meta + preference_data + target model (+ optional SAE) → method_artifacts,
-    training_summary."""
+    """train_data + concepts_meta + preference_data + target model (+ optional SAE, released dictionaries) →
+    method_artifacts, training_summary."""
     return pipeline(
         [
             node(
@@ -22,6 +22,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "preference_data",
                     "target_model",
                     "sae_params",
+                    "released_dictionaries",
                     "training_cache",
                     "params:run",
                     "params:training",
