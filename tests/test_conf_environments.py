@@ -244,3 +244,14 @@ def test_detection_templates_have_the_rubric_placeholders() -> None:
     assert "{concept}" in text and "{text}" in text and "Rating: [[N]]" in text
     base = (CONF / "base" / "prompts" / "detect_concept_rating_base.txt").read_text()
     assert "{concept}" in base and "{text}" in base and base.rstrip("\n").endswith("Rating: [[")
+
+
+def test_training_methods_from_the_command_line_split_on_semicolons() -> None:
+    from axbench_kedro.config.training import TrainingParams
+
+    # `kedro run --params "training.methods=DiffMean;RePS;Lang."`: Kedro splits --params on commas, so a list of
+    # several names arrives as one string.
+    assert TrainingParams(methods="DiffMean; RePS;Lang.").methods == ["DiffMean", "RePS", "Lang."]
+    assert TrainingParams(methods="Dictionary(ReFT-r1 16K)").methods == ["Dictionary(ReFT-r1 16K)"]
+    with pytest.raises(Exception, match="NoSuchMethod"):
+        TrainingParams(methods="DiffMean;NoSuchMethod")

@@ -29,7 +29,8 @@ __all__ = ["TrainingParams"]
 class TrainingParams(StrictModel):
     """Attributes:
     methods: methods to train, in output order (registry names); ``None`` = every registered method (see
-        :meth:`method_names`).
+        :meth:`method_names`). A string is split on ``;`` (``kedro run --params "training.methods=DiffMean;RePS"``:
+        Kedro's ``--params`` splits its value on commas, so it cannot pass a list of several names).
     hyperparameters: per-method overrides of the method's defaults (``{method: {key: value}}``).
     activation_batch_size: rows per truncated forward pass of the shared activations (protocol: 6).
     lm_cache_batch_size: rows per forward pass when caching layer-L states for LM-objective methods.
@@ -55,6 +56,13 @@ class TrainingParams(StrictModel):
     concept_group_size: int = Field(4, ge=1)
     append_eot_to_targets: bool = False
     use_cache: bool = True
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _split_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(";") if name.strip()]
+        return value
 
     @field_validator("methods")
     @classmethod
