@@ -17,16 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-from axbench_kedro.lm.loading import load_target_model
-from axbench_kedro.lm.types import ModelSpec
 from axbench_kedro.methods.registry import default_methods, get_method
-from axbench_kedro.methods.trainer import TrainOptions, build_concepts, build_preferences, train_methods
+from axbench_kedro.methods.trainer import train_methods
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_reps import preference_frame  # noqa: E402
-from bench_training_latent import make_data  # noqa: E402
+from bench_reps import bench_setup  # noqa: E402
 
 
 def _hyperparameters(name: str, epochs: int | None) -> object:
@@ -46,28 +41,8 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16", help="LM tail dtype")
     args = parser.parse_args()
 
-    if args.model == "tiny":
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from fixtures.tiny_models import make_tiny_target_model
-
-        tm = make_tiny_target_model("gemma3", n_layers=4, hidden=64, seed=0)
-        layer = min(args.layer, 1)
-    else:
-        tm, layer = load_target_model(ModelSpec()), args.layer
+    tm, layer, concepts, prefs, opts = bench_setup(args.model, args.layer, args.dtype)
     names = [n.strip() for n in args.methods.split(";") if n.strip()] if args.methods else default_methods()
-    print(
-        f"model {tm.name} ({tm.dtype}, {tm.device}), layer {layer}, torch threads {torch.get_num_threads()}"
-    )
-    train, meta, _ = make_data()
-    concepts = build_concepts(train, meta)
-    prefs = build_preferences(preference_frame(train), concepts)
-    opts = TrainOptions(
-        setting="bench",
-        layer=layer,
-        seed=42,
-        concept_group_size=4,
-        lm_objective_dtype=getattr(torch, args.dtype),
-    )
     walls: dict[str, float] = {}
     for name in names:
         start = time.perf_counter()

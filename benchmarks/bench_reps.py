@@ -24,7 +24,8 @@ import pandas as pd
 import torch
 
 from axbench_kedro.lm.loading import load_target_model
-from axbench_kedro.lm.types import ModelSpec
+from axbench_kedro.lm.types import ModelSpec, TargetModel
+from axbench_kedro.methods.base import ConceptData, PreferenceData
 from axbench_kedro.methods.lm_tail import LMTail
 from axbench_kedro.methods.registry import get_method
 from axbench_kedro.methods.trainer import TrainOptions, build_concepts, build_preferences, train_methods
@@ -52,6 +53,31 @@ def preference_frame(train: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def bench_setup(
+    model: str, layer: int, dtype: str
+) -> tuple[TargetModel, int, list[ConceptData], dict[int, PreferenceData], TrainOptions]:
+    """The model (embedded, or a tiny random one at a layer it has), the demo-sized concepts and their preference
+    pairs, and the training options of the RePS-family benchmarks; prints the model line."""
+    if model == "tiny":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from fixtures.tiny_models import make_tiny_target_model
+
+        tm = make_tiny_target_model("gemma3", n_layers=4, hidden=64, seed=0)
+        layer = min(layer, 1)
+    else:
+        tm = load_target_model(ModelSpec())
+    print(
+        f"model {tm.name} ({tm.dtype}, {tm.device}), layer {layer}, torch threads {torch.get_num_threads()}"
+    )
+    train, meta, _ = make_data()
+    concepts = build_concepts(train, meta)
+    prefs = build_preferences(preference_frame(train), concepts)
+    opts = TrainOptions(
+        setting="bench", layer=layer, seed=42, concept_group_size=4, lm_objective_dtype=getattr(torch, dtype)
+    )
+    return tm, layer, concepts, prefs, opts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=["embedded", "tiny"], default="embedded")
@@ -60,27 +86,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16", help="LM tail dtype")
     args = parser.parse_args()
 
-    if args.model == "tiny":
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from fixtures.tiny_models import make_tiny_target_model
-
-        tm = make_tiny_target_model("gemma3", n_layers=4, hidden=64, seed=0)
-        layer = min(args.layer, 1)
-    else:
-        tm, layer = load_target_model(ModelSpec()), args.layer
-    print(
-        f"model {tm.name} ({tm.dtype}, {tm.device}), layer {layer}, torch threads {torch.get_num_threads()}"
-    )
-    train, meta, _ = make_data()
-    concepts = build_concepts(train, meta)
-    prefs = build_preferences(preference_frame(train), concepts)
-    opts = TrainOptions(
-        setting="bench",
-        layer=layer,
-        seed=42,
-        concept_group_size=4,
-        lm_objective_dtype=getattr(torch, args.dtype),
-    )
+    tm, layer, concepts, prefs, opts = bench_setup(args.model, args.layer, args.dtype)
 
     reference_passes = []
     original = LMTail.token_losses

@@ -81,7 +81,7 @@ from pydantic import Field, field_validator
 from axbench_kedro.cache import content_key
 from axbench_kedro.config.common import StrictModel
 from axbench_kedro.errors import AxbenchDataError
-from axbench_kedro.judges.base import RATING_COLUMNS, judgement_frame
+from axbench_kedro.judges.base import JUDGEMENT_COLUMNS, RATING_COLUMNS, judgement_frame
 from axbench_kedro.judges.rule_concepts import RULE_IDS, check_rule_id
 from axbench_kedro.metrics.steering import GENERATION_KEYS
 
@@ -103,16 +103,7 @@ RULE_CRITERION = "rule"
 #: Columns of :meth:`RuleJudge.judge` (one row per text, in input order).
 RULE_ROW_COLUMNS = [
     "rule_id",
-    "criterion",
-    "rating",
-    "parse_ok",
-    "raw_completion",
-    "judge_kind",
-    "judge_model",
-    "temperature",
-    "template_sha256",
-    "parse_rule",
-    "seed",
+    *(c for c in JUDGEMENT_COLUMNS if c not in GENERATION_KEYS and c != "replica"),
 ]
 
 _SUBJECTS = ["i", "you", "he", "she", "it", "we", "they", "who"]

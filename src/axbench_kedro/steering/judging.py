@@ -13,7 +13,7 @@ import pandas as pd
 from axbench_kedro.config.steering_eval import JudgeParams
 from axbench_kedro.judges.base import JudgeResources, build_judge
 
-__all__ = ["STAGE", "judge_generations"]
+__all__ = ["STAGE", "judge_generations", "log_parse_failures"]
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,13 @@ def judge_generations(
     """
     judge = build_judge(config, resources)
     judgements = judge.judge(steering_generations, steering_prompts)
-    failures = judgements[~judgements["parse_ok"] & ~judgements["replica"]]
+    log_parse_failures(judgements, judge.kind)
+    return judgements, judge.usage_frame(STAGE)
+
+
+def log_parse_failures(judgements: pd.DataFrame, kind: str) -> None:
+    """Log the unparsable replies (rated 0) of fresh judgements (``replica`` rows left out) per method and criterion."""
+    failures = judgements[~judgements["parse_ok"].astype(bool) & ~judgements["replica"].astype(bool)]
     if len(failures):
         counts = failures.groupby(["method", "criterion"]).size().to_dict()
-        log.warning("judge %s: %d unparsable replies rated 0: %s", judge.kind, len(failures), counts)
-    return judgements, judge.usage_frame(STAGE)
+        log.warning("judge %s: %d unparsable replies rated 0: %s", kind, len(failures), counts)

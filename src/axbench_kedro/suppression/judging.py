@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Mapping
 
 import pandas as pd
@@ -30,6 +29,7 @@ from axbench_kedro.judges.base import JUDGEMENT_COLUMNS, Judge, JudgeResources, 
 from axbench_kedro.judges.rule_concepts import RULE_IDS
 from axbench_kedro.judges.rule_judge import RuleJudge, RuleJudgeParams
 from axbench_kedro.llm.ledger import USAGE_COLUMNS
+from axbench_kedro.steering.judging import log_parse_failures
 
 __all__ = [
     "STAGE",
@@ -42,7 +42,6 @@ __all__ = [
     "judge_attack_generations",
 ]
 
-log = logging.getLogger(__name__)
 
 STAGE = "suppression.judge"
 """The ``stage`` of the suppression judge's usage row."""
@@ -103,13 +102,6 @@ def judge_with_rules(
     return judgement_frame(pd.concat(parts, ignore_index=True))
 
 
-def _log_failures(judgements: pd.DataFrame, kind: str) -> None:
-    failures = judgements[~judgements["parse_ok"].astype(bool) & ~judgements["replica"].astype(bool)]
-    if len(failures):
-        counts = failures.groupby(["method", "criterion"]).size().to_dict()
-        log.warning("judge %s: %d unparsable replies rated 0: %s", kind, len(failures), counts)
-
-
 def judge_suppression_generations(
     generations: pd.DataFrame,
     prompts: pd.DataFrame,
@@ -135,7 +127,7 @@ def judge_suppression_generations(
     judgements = judge_with_rules(
         judge, RuleJudge(rule_params, seed=resources.seed), generations, prompts, rules
     )
-    _log_failures(judgements, judge.kind)
+    log_parse_failures(judgements, judge.kind)
     return judgements, judge.usage_frame(stage)
 
 
@@ -172,6 +164,6 @@ def judge_attack_generations(
         judged = judge_with_rules(judge, rule_judge, group.drop(columns=SETTING_KEYS), mine, rules)
         frames.append(judged.assign(attack=attack, n_shot=int(n_shot))[ATTACK_JUDGEMENT_COLUMNS])
     out = pd.concat(frames, ignore_index=True).astype({"n_shot": "int64"})
-    _log_failures(out, judge.kind)
+    log_parse_failures(out, judge.kind)
     usage = judge.usage_frame(stage)
     return out, usage if len(usage) else empty_usage
