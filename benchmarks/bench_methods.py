@@ -4,15 +4,19 @@ Data: the concepts of ``bench_training_latent.py`` (4 concepts × 6 positives, 6
 preference pairs of ``bench_reps.py`` for the RePS family. Every method trains alone, through the trainer, with its
 protocol hyperparameters; ``--epochs N`` caps the epochs of every method that has them (the demo trains RePS for 6).
 Methods that need a file the benchmark does not have (SAE, SAE-A, SAE-filtered without GemmaScope, the released
-dictionaries) are reported as skipped with their reason.
+dictionaries) are reported as skipped with their reason. ``--hp`` overrides hyperparameters per method (JSON), e.g.
+the demo's HyperSteer network (``conf/demo/parameters.yml``); HyperSteer trains once, on every concept but its
+held-out one.
 
 Usage:
     python benchmarks/bench_methods.py [--model embedded|tiny] [--layer 12] [--epochs 6] [--methods "DiffMean;LoRA"]
+        [--hp '{"HyperSteer": {"n_layers": 2, "hidden": 64, "n_heads": 4, "intermediate": 256, "held_out": 1}}']
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -24,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_reps import bench_setup  # noqa: E402
 
 
-def _hyperparameters(name: str, epochs: int | None) -> object:
-    """The method's protocol hyperparameters, epochs capped at ``epochs`` when it has them."""
-    params = get_method(name).params()
+def _hyperparameters(name: str, epochs: int | None, overrides: dict | None = None) -> object:
+    """The method's protocol hyperparameters (with ``overrides``), epochs capped at ``epochs`` when it has them."""
+    params = get_method(name).params(overrides)
     if epochs is not None and hasattr(params, "epochs"):
         params = params.model_copy(update={"epochs": min(int(params.epochs), epochs)})
     return params
@@ -38,16 +42,22 @@ def main() -> None:
     parser.add_argument("--layer", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=None, help="cap on every method's epochs")
     parser.add_argument("--methods", default=None, help="';'-separated registry names (default: all)")
+    parser.add_argument("--hp", default="{}", help="JSON {method: {key: value}} overriding hyperparameters")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16", help="LM tail dtype")
     args = parser.parse_args()
 
+    overrides = json.loads(args.hp)
     tm, layer, concepts, prefs, opts = bench_setup(args.model, args.layer, args.dtype)
     names = [n.strip() for n in args.methods.split(";") if n.strip()] if args.methods else default_methods()
     walls: dict[str, float] = {}
     for name in names:
         start = time.perf_counter()
         arts, _ = train_methods(
-            tm, concepts, [(get_method(name), _hyperparameters(name, args.epochs))], opts, preferences=prefs
+            tm,
+            concepts,
+            [(get_method(name), _hyperparameters(name, args.epochs, overrides.get(name)))],
+            opts,
+            preferences=prefs,
         )
         wall = time.perf_counter() - start
         art = arts[name]

@@ -40,27 +40,46 @@ def latest_llm_calls(project: Path) -> int:
     return int(usage.loc[usage["stage"] != "total", "calls"].sum())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cold-model", action="store_true", help="also convert the embedded GGUF again")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary clone")
-    args = parser.parse_args()
+def measure_rerun(cold_model: bool = False, keep: bool = False) -> dict[str, float]:
+    """Two default `kedro run` in a fresh clone of this repository.
 
+    Returns:
+        ``first_s``, ``second_s``, ``ratio`` (second ÷ first), ``first_calls`` and ``second_calls`` (LLM calls).
+    """
     workdir = Path(tempfile.mkdtemp(prefix="axbench-rerun-"))
     project = workdir / "project"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(project)], check=True)
-    model_cache = workdir / "model-cache" if args.cold_model else None
+    model_cache = workdir / "model-cache" if cold_model else None
     try:
         first = kedro_run(project, model_cache)
         first_calls = latest_llm_calls(project)
         second = kedro_run(project, model_cache)
         second_calls = latest_llm_calls(project)
     finally:
-        if not args.keep:
+        if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(f"first run : {first:8.1f} s  LLM calls {first_calls}")
+    return {
+        "first_s": first,
+        "second_s": second,
+        "ratio": second / first,
+        "first_calls": first_calls,
+        "second_calls": second_calls,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cold-model", action="store_true", help="also convert the embedded GGUF again")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary clone")
+    args = parser.parse_args()
+
+    out = measure_rerun(args.cold_model, args.keep)
+    first, second, second_calls = out["first_s"], out["second_s"], out["second_calls"]
+    print(f"first run : {first:8.1f} s  LLM calls {out['first_calls']}")
     print(f"second run: {second:8.1f} s  LLM calls {second_calls}")
-    print(f"second ÷ first wall: {second / first:.3f}  (target ≤ 0.10);  second-run LLM calls: {second_calls} (target 0)")
+    print(
+        f"second ÷ first wall: {second / first:.3f}  (target ≤ 0.10);  second-run LLM calls: {second_calls} (target 0)"
+    )
 
 
 if __name__ == "__main__":

@@ -61,8 +61,12 @@ def _tm():
     return tm
 
 
-def bench_steered_vs_plain(tm, layer: int, n_rows: int, new_tokens: int, repeats: int) -> None:
-    """Same prompts, seeds and batch: plain sampling vs steered sampling (a norm-500 vector at layer L)."""
+def bench_steered_vs_plain(tm, layer: int, n_rows: int, new_tokens: int, repeats: int) -> dict[str, float]:
+    """Same prompts, seeds and batch: plain sampling vs steered sampling (a norm-500 vector at layer L).
+
+    Returns:
+        ``steered_tok_s``, ``plain_tok_s``, ``ratio`` (tokens/s) and ``step_ratio`` (row-steps/s).
+    """
     from axbench_kedro.lm.chat import format_prompt
     from axbench_kedro.lm.generation import sample_generate
     from axbench_kedro.lm.steering import steered_generate
@@ -93,6 +97,12 @@ def bench_steered_vs_plain(tm, layer: int, n_rows: int, new_tokens: int, repeats
         f"[1] steered {s_tok:.1f} tok/s vs plain {p_tok:.1f} tok/s -> ratio {s_tok / p_tok:.3f} (target >= 0.95); "
         f"row-steps/s ratio {s_step / p_step:.3f} ({n_rows} rows x {new_tokens} tokens, batch {n_rows})"
     )
+    return {
+        "steered_tok_s": s_tok,
+        "plain_tok_s": p_tok,
+        "ratio": s_tok / p_tok,
+        "step_ratio": s_step / p_step,
+    }
 
 
 def _bench_inputs(tm, layer: int, n_concepts: int, n_instructions: int, factors: list[float]):
@@ -129,8 +139,14 @@ def _bench_inputs(tm, layer: int, n_concepts: int, n_instructions: int, factors:
     return prompts, artifacts, max_acts, params
 
 
-def bench_schedule(tm, layer: int, n_concepts: int, n_instructions: int, new_tokens: int, batch: int) -> None:
-    """Pipeline schedule vs upstream schedule for the rows of one rank-1 method and the Prompt baseline."""
+def bench_schedule(
+    tm, layer: int, n_concepts: int, n_instructions: int, new_tokens: int, batch: int
+) -> dict[str, float]:
+    """Pipeline schedule vs upstream schedule for the rows of one rank-1 method and the Prompt baseline.
+
+    Returns:
+        ``ours_s``, ``upstream_s``, ``speedup`` (upstream ÷ ours), ``ours_generations``, ``upstream_generations``.
+    """
     from axbench_kedro.cache import SQLiteCache
     from axbench_kedro.lm.generation import sample_generate
     from axbench_kedro.lm.steering import steered_generate
@@ -192,6 +208,13 @@ def bench_schedule(tm, layer: int, n_concepts: int, n_instructions: int, new_tok
         f"vs upstream schedule {upstream_wall:.1f} s ({upstream_rows} generations, batch 10 per concept) "
         f"-> {upstream_wall / ours_wall:.2f}x faster (target >= 1.3)"
     )
+    return {
+        "ours_s": ours_wall,
+        "upstream_s": upstream_wall,
+        "speedup": upstream_wall / ours_wall,
+        "ours_generations": stats.units,
+        "upstream_generations": upstream_rows,
+    }
 
 
 def _rating_reply(body: dict) -> str:
@@ -206,8 +229,12 @@ def _serve(latency_s: float, urls, stop) -> None:  # runs in a child process
         stop.wait()
 
 
-def bench_judge(n_items: int, latency_s: float, separate_process: bool) -> None:
-    """LLM-judge calls against the loopback server with a fixed latency per reply."""
+def bench_judge(n_items: int, latency_s: float, separate_process: bool) -> dict[str, float]:
+    """LLM-judge calls against the loopback server with a fixed latency per reply.
+
+    Returns:
+        ``calls``, ``wall_s`` and ``parsed`` (ratings parsed).
+    """
     import multiprocessing as mp
     from types import SimpleNamespace
 
@@ -262,6 +289,7 @@ def bench_judge(n_items: int, latency_s: float, separate_process: bool) -> None:
         f"[3] judge: {calls} calls with {latency_s * 1000:.0f} ms latency in {wall:.2f} s ({calls / wall:.0f} calls/s, "
         f"{where}, {int(out['parse_ok'].sum())} ratings parsed) (target <= 10 s)"
     )
+    return {"calls": calls, "wall_s": wall, "parsed": int(out["parse_ok"].sum())}
 
 
 def main() -> None:

@@ -117,6 +117,91 @@ def best_of(repeats: int, fn: Callable[[], object]) -> tuple[float, object]:
     return best, out
 
 
+def bench_nograd(tm, layer: int, repeats: int, batch_size: int) -> dict[str, float]:
+    """[1] No-gradient training (DiffMean, PCA, LAT) ÷ one truncated forward over the same unique rows.
+
+    Returns:
+        ``forward_s``, ``training_s``, ``ratio`` and ``rows``.
+    """
+    train_df, meta, _ = make_data()
+    concepts = build_concepts(train_df, meta)
+    bs = batch_size
+    opts = TrainOptions(
+        setting="bench", layer=layer, seed=42, activation_batch_size=bs, lm_cache_batch_size=bs
+    )
+    rows = [
+        format_binary(tm.tokenizer, i, o) for i, o in zip(train_df["input"], train_df["output"], strict=True)
+    ]
+    compute_row_activations(tm, rows[:bs], layer, bs)  # warm-up
+    t_fwd, _ = best_of(repeats, lambda: compute_row_activations(tm, rows, layer, bs))
+    nograd = [(get_method(n), None) for n in ("DiffMean", "PCA", "LAT")]
+    t_nograd, _ = best_of(repeats, lambda: train_methods(tm, concepts, nograd, opts))
+    print(f"[1] one truncated forward over {len(rows)} rows: {t_fwd:.2f} s; DiffMean+PCA+LAT training: "
+          f"{t_nograd:.2f} s → ratio {t_nograd / t_fwd:.2f} (target ≤ 1.3)")  # fmt: skip
+    return {"forward_s": t_fwd, "training_s": t_nograd, "ratio": t_nograd / t_fwd, "rows": len(rows)}
+
+
+def bench_all_training(tm, layer: int, batch_size: int) -> dict:
+    """[3] Wall time of all training (incl. Probe, SSV, ReFT-r1), the LM tail in bfloat16 and in the model's dtype.
+
+    Returns:
+        the artifacts of the last run.
+    """
+    train_df, meta, _ = make_data()
+    concepts = build_concepts(train_df, meta)
+    bs = batch_size
+    names = ["DiffMean", "PCA", "LAT", "Probe", "ReFT-r1", "SSV", "BoW", "Prompt"]
+    arts = None
+    for dtype in (torch.bfloat16, None):
+        o = TrainOptions(
+            setting="bench", layer=layer, seed=42, activation_batch_size=bs, lm_cache_batch_size=bs,
+            lm_objective_dtype=dtype,
+        )  # fmt: skip
+        start = time.perf_counter()
+        arts, summary = train_methods(tm, concepts, [(get_method(n), None) for n in names], o)
+        wall = time.perf_counter() - start
+        per = ", ".join(f"{r.method} {r.seconds:.1f}" for r in summary.itertuples() if r.seconds >= 0.05)
+        print(f"[3] all training, LM tail {dtype or tm.dtype}: {wall:.1f} s ({per})")
+    return arts
+
+
+def bench_scoring(
+    tm, layer: int, repeats: int, batch_size: int, arts: dict | None = None
+) -> dict[str, float]:
+    """[2] One-pass latent scoring of every detection method ÷ scoring DiffMean alone.
+
+    ``arts`` = trained artifacts to score (default: DiffMean, PCA, LAT, Probe, BoW trained here).
+
+    Returns:
+        ``one_s``, ``all_s``, ``ratio`` and ``methods`` (methods scored).
+    """
+    train_df, meta, latent_df = make_data()
+    bs = batch_size
+    if arts is None:
+        concepts = build_concepts(train_df, meta)
+        opts = TrainOptions(
+            setting="bench", layer=layer, seed=42, activation_batch_size=bs, lm_cache_batch_size=bs
+        )
+        names = ["DiffMean", "PCA", "LAT", "Probe", "BoW"]
+        arts, _ = train_methods(tm, concepts, [(get_method(n), None) for n in names], opts)
+    run = RunSettings(setting="bench", layer=layer, seed=42)
+    params = LatentEvalParams(use_cache=False, exclude_methods=["Prompt"], batch_size=bs)
+    pool = sample_imbalance_negatives(latent_df, run, params)
+    one = {"DiffMean": arts["DiffMean"]}
+    score_model_methods(latent_df, pool, one, tm, None, run, params)  # warm-up
+    t_one = t_all = float("inf")
+    for _ in range(repeats):  # interleaved, best of each: the machine's load drifts
+        t_one = min(
+            t_one, best_of(1, lambda: score_model_methods(latent_df, pool, one, tm, None, run, params))[0]
+        )
+        t, (scores, _) = best_of(1, lambda: score_model_methods(latent_df, pool, arts, tm, None, run, params))
+        t_all = min(t_all, t)
+    n_methods = scores["method"].nunique()
+    print(f"[2] latent scoring of {len(latent_df)} rows (+{len(pool)} pool rows × every concept): DiffMean alone "
+          f"{t_one:.2f} s; all {n_methods} methods {t_all:.2f} s → ratio {t_all / t_one:.2f} (target ≤ 1.2)")  # fmt: skip
+    return {"one_s": t_one, "all_s": t_all, "ratio": t_all / t_one, "methods": n_methods}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--layer", type=int, default=9)
@@ -129,58 +214,9 @@ def main() -> None:
     print(
         f"model {tm.name} ({tm.dtype}, {tm.device}), layer {args.layer}, torch threads {torch.get_num_threads()}"
     )
-    train_df, meta, latent_df = make_data()
-    concepts = build_concepts(train_df, meta)
-    bs = args.batch_size
-    opts = TrainOptions(
-        setting="bench", layer=args.layer, seed=42, activation_batch_size=bs, lm_cache_batch_size=bs
-    )
-
-    # 1. no-gradient training vs one forward over the same unique rows (positives + each genre's pool once)
-    rows = [
-        format_binary(tm.tokenizer, i, o) for i, o in zip(train_df["input"], train_df["output"], strict=True)
-    ]
-    compute_row_activations(tm, rows[:bs], args.layer, bs)  # warm-up
-    t_fwd, _ = best_of(args.repeats, lambda: compute_row_activations(tm, rows, args.layer, bs))
-    nograd = [(get_method(n), None) for n in ("DiffMean", "PCA", "LAT")]
-    t_nograd, _ = best_of(args.repeats, lambda: train_methods(tm, concepts, nograd, opts))
-    print(f"[1] one truncated forward over {len(rows)} rows: {t_fwd:.2f} s; DiffMean+PCA+LAT training: "
-          f"{t_nograd:.2f} s → ratio {t_nograd / t_fwd:.2f} (target ≤ 1.3)")  # fmt: skip
-
-    # 3a. everything that trains (gradient methods in both tail precisions)
-    arts = None
-    if not args.skip_gradient:
-        names = ["DiffMean", "PCA", "LAT", "Probe", "ReFT-r1", "SSV", "BoW", "Prompt"]
-        for dtype in (torch.bfloat16, None):
-            o = TrainOptions(
-                setting="bench", layer=args.layer, seed=42, activation_batch_size=bs, lm_cache_batch_size=bs,
-                lm_objective_dtype=dtype,
-            )  # fmt: skip
-            start = time.perf_counter()
-            arts, summary = train_methods(tm, concepts, [(get_method(n), None) for n in names], o)
-            wall = time.perf_counter() - start
-            per = ", ".join(f"{r.method} {r.seconds:.1f}" for r in summary.itertuples() if r.seconds >= 0.05)
-            print(f"[3] all training, LM tail {dtype or tm.dtype}: {wall:.1f} s ({per})")
-    if arts is None:
-        names = ["DiffMean", "PCA", "LAT", "Probe", "BoW"]
-        arts, _ = train_methods(tm, concepts, [(get_method(n), None) for n in names], opts)
-
-    # 2. one-pass scoring of all detection methods vs one method
-    run = RunSettings(setting="bench", layer=args.layer, seed=42)
-    params = LatentEvalParams(use_cache=False, exclude_methods=["Prompt"], batch_size=bs)
-    pool = sample_imbalance_negatives(latent_df, run, params)
-    one = {"DiffMean": arts["DiffMean"]}
-    score_model_methods(latent_df, pool, one, tm, None, run, params)  # warm-up
-    t_one = t_all = float("inf")
-    for _ in range(args.repeats):  # interleaved, best of each: the machine's load drifts
-        t_one = min(
-            t_one, best_of(1, lambda: score_model_methods(latent_df, pool, one, tm, None, run, params))[0]
-        )
-        t, (scores, _) = best_of(1, lambda: score_model_methods(latent_df, pool, arts, tm, None, run, params))
-        t_all = min(t_all, t)
-    n_methods = scores["method"].nunique()
-    print(f"[2] latent scoring of {len(latent_df)} rows (+{len(pool)} pool rows × every concept): DiffMean alone "
-          f"{t_one:.2f} s; all {n_methods} methods {t_all:.2f} s → ratio {t_all / t_one:.2f} (target ≤ 1.2)")  # fmt: skip
+    bench_nograd(tm, args.layer, args.repeats, args.batch_size)
+    arts = None if args.skip_gradient else bench_all_training(tm, args.layer, args.batch_size)
+    bench_scoring(tm, args.layer, args.repeats, args.batch_size, arts)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from axbench_kedro.methods.registry import get_method
 from axbench_kedro.methods.trainer import TrainOptions, train_methods
 from axbench_kedro.pipelines.steering_eval import create_pipeline as steering_pipeline
 from axbench_kedro.pipelines.training import create_pipeline as training_pipeline
+from axbench_kedro.scaling.config import ScalingParams
 from axbench_kedro.steering.plans import plan_units, steering_plans
 from axbench_kedro.steering.schedule import generate_plans
 from fixtures.fake_openai import FakeOpenAIServer, client_for
@@ -288,6 +289,7 @@ def test_adapters_run_through_training_and_steering_eval(tmp_path) -> None:
                 "generation_cache": SQLiteCache(tmp_path / "gen.sqlite", "g"),
                 "params:steering_eval": _steer_params(methods=None, factors=[0.5, 1.0]),
                 "params:run": run,
+                "params:scaling": ScalingParams(),
             },
         )
     gens = out["steering_generations"]

@@ -22,6 +22,7 @@ from axbench_kedro.config.training import TrainingParams
 from axbench_kedro.datasets.dictionaries import ReleasedDictionariesDataset
 from axbench_kedro.datasets.method_artifacts import ArtifactStore
 from axbench_kedro.detection.sae_max_act import SAEMaxActTable
+from axbench_kedro.detection.summary import magnitude_table
 from axbench_kedro.errors import AxbenchDataError
 from axbench_kedro.methods import MethodArtifact, get_method
 from axbench_kedro.methods.dictionary_file import (
@@ -33,6 +34,7 @@ from axbench_kedro.methods.dictionary_file import (
 from axbench_kedro.pipelines.latent_eval import create_pipeline as latent_pipeline
 from axbench_kedro.pipelines.steering_eval import create_pipeline as steering_pipeline
 from axbench_kedro.pipelines.training import create_pipeline as training_pipeline
+from axbench_kedro.scaling.config import ScalingParams
 from fixtures.fake_openai import FakeOpenAIServer, client_for
 from fixtures.project_catalog import project_llm_prices, project_prompt_templates
 from fixtures.tiny_models import make_tiny_target_model
@@ -268,6 +270,7 @@ def test_dictionaries_of_trained_rows_score_and_steer_like_the_rank1_methods(tm,
             "latent_cache": ArtifactStore(tmp_path / "latent_cache"),
             "params:run": RUN,
             "params:latent_eval": LatentEvalParams(use_cache=False),
+            "params:scaling": ScalingParams(),
         },
     )
     scores, mags = latent["latent_scores"], latent["max_activations"]
@@ -313,6 +316,7 @@ def test_dictionaries_of_trained_rows_score_and_steer_like_the_rank1_methods(tm,
                 "generation_cache": SQLiteCache(tmp_path / "gen.sqlite", "g"),
                 "params:steering_eval": steering_params,
                 "params:run": RUN,
+                "params:scaling": ScalingParams(),
             },
         )
     gens = steering["steering_generations"]
@@ -322,3 +326,63 @@ def test_dictionaries_of_trained_rows_score_and_steer_like_the_rank1_methods(tm,
         assert len(rows) == 3 * 2 * 2  # concepts × instructions × factors
         assert (rows["strength"] - rows["factor"] * rows["magnitude_base"]).abs().max() < 1e-3  # h + f·m·w
     assert set(steering["steering_selection"]["method"]) == {RTR, DMD}
+
+
+# ---- magnitude_source: released, file hashes on the run card ----------------------------------------------------
+def _released_artifact(max_acts: list[float | None], source: str = "released") -> MethodArtifact:
+    meta = {
+        "status": "ok",
+        "concept_ids": [4, 7],
+        "dictionary_row": [11, 2],
+        "released_max_act": max_acts,
+        "magnitude_source": source,
+        "dictionary_folder": "data/01_raw/dictionaries/s/diffmean-16k/l3",
+        "dictionary_sha256": {"acts.json": "a" * 64, "weight.pt": "b" * 64},
+    }
+    return MethodArtifact(DMD, {"weight": torch.ones(2, 4), "bias": torch.zeros(2)}, meta)
+
+
+def test_released_magnitudes_come_from_acts_json_with_the_nonpositive_rule() -> None:
+    table = magnitude_table(
+        pd.DataFrame(columns=["method", "concept_id", "max_act"]), {DMD: _released_artifact([3.5, -1.0])}
+    )
+    rows = table.set_index("concept_id")
+    assert rows["magnitude_base"].to_dict() == {4: 3.5, 7: 50.0}  # ≤ 0 → 50 (§3.0)
+    assert set(rows["source"]) == {"released_table"}
+    assert (
+        "diffmean-16k/l3/acts.json" in rows.loc[4, "source_ref"]
+        and "aaaaaaaaaaaa" in rows.loc[4, "source_ref"]
+    )
+
+
+def test_released_magnitudes_without_a_value_name_the_parameter() -> None:
+    with pytest.raises(
+        AxbenchDataError, match=r"Dictionary\(DiffMean 16K\)\.magnitude_source.*concept_id 7 \(row 2\)"
+    ):
+        magnitude_table(pd.DataFrame(), {DMD: _released_artifact([3.5, None])})
+
+
+def test_latent_eval_magnitudes_ignore_the_released_table() -> None:
+    latent = pd.DataFrame({"method": [DMD] * 3, "concept_id": [4, 4, 7], "max_act": [1.0, 2.5, 0.0]})
+    table = magnitude_table(latent, {DMD: _released_artifact([3.5, 9.0], source="latent_eval")})
+    assert table.set_index("concept_id")["magnitude_base"].to_dict() == {4: 2.5, 7: 50.0}
+    assert set(table["source"]) == {"latent_eval"}
+
+
+def test_dictionary_file_hashes_reach_the_training_summary_and_the_run_card() -> None:
+    from axbench_kedro.methods.trainer import _source_files
+    from axbench_kedro.reporting.run_card import _source_files_section
+
+    text = _source_files(DMD, _released_artifact([1.0, 2.0]))
+    assert text == (
+        f"data/01_raw/dictionaries/s/diffmean-16k/l3/acts.json sha256={'a' * 64}; "
+        f"data/01_raw/dictionaries/s/diffmean-16k/l3/weight.pt sha256={'b' * 64}"
+    )
+    summary = pd.DataFrame({"method": ["DiffMean", DMD], "source_files": ["", text]})
+    lines = _source_files_section(summary)
+    assert lines[0] == "## Method source files"
+    assert [ln for ln in lines if ln.startswith("- ")] == [
+        f"- **{DMD}**: `data/01_raw/dictionaries/s/diffmean-16k/l3/acts.json sha256={'a' * 64}`",
+        f"- **{DMD}**: `data/01_raw/dictionaries/s/diffmean-16k/l3/weight.pt sha256={'b' * 64}`",
+    ]
+    assert _source_files_section(summary.assign(source_files="")) == []

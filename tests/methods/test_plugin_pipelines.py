@@ -27,6 +27,7 @@ from axbench_kedro.pipelines.latent_eval import create_pipeline as latent_pipeli
 from axbench_kedro.pipelines.reporting.nodes import make_leaderboard
 from axbench_kedro.pipelines.steering_eval import create_pipeline as steering_pipeline
 from axbench_kedro.pipelines.training import create_pipeline as training_pipeline
+from axbench_kedro.scaling.config import ScalingParams
 from fixtures.fake_openai import FakeOpenAIServer, client_for
 from fixtures.project_catalog import project_llm_prices, project_prompt_templates
 from fixtures.tiny_models import make_tiny_target_model
@@ -101,6 +102,7 @@ def test_plugin_method_trains_scores_steers_and_ranks(toy_plugin, tmp_path) -> N
             "latent_cache": ArtifactStore(tmp_path / "latent_cache"),
             "params:run": RUN,
             "params:latent_eval": LatentEvalParams(use_cache=False),
+            "params:scaling": ScalingParams(),
         },
     )
     scores, metrics, mags = latent["latent_scores"], latent["latent_metrics"], latent["max_activations"]
@@ -136,6 +138,7 @@ def test_plugin_method_trains_scores_steers_and_ranks(toy_plugin, tmp_path) -> N
                 "generation_cache": SQLiteCache(tmp_path / "gen.sqlite", "g"),
                 "params:steering_eval": steering_params,
                 "params:run": RUN,
+                "params:scaling": ScalingParams(),
             },
         )
     gens = steering["steering_generations"]

@@ -57,6 +57,7 @@ def test_registry_flags() -> None:
         0.01, 20, 10.0, "From my experience,",
     )  # fmt: skip
     assert m.unavailable_reason(sae=SAESource(None), concepts=[]) == SAESource(None).missing_reason
+    assert not m.detection_reported and m.subset_baseline == "SAE"  # detection = SAE's; SAE beside it on the subset
 
 
 def _whole_model_score(tm, sae, feature: int, layer: int, hp) -> float:
@@ -134,3 +135,35 @@ def test_skipped_without_a_sae_file(tm) -> None:
     )  # fmt: skip
     art = arts["SAE-filtered"]
     assert not art.ok and art.skip_reason == SAESource(None).missing_reason
+
+
+def test_steering_covers_the_kept_concepts_only(tm) -> None:
+    import pandas as pd
+
+    from axbench_kedro.config.steering_eval import SteeringEvalParams
+    from axbench_kedro.methods.base import MethodArtifact
+    from axbench_kedro.steering.plans import plan_units, steering_plans
+
+    d = tm.d_model
+    tensors = {
+        "W_enc": torch.ones(d, 3), "b_enc": torch.zeros(3), "threshold": torch.zeros(3),
+        "W_dec": torch.eye(3, d), "b_dec": torch.zeros(d), "sae_id": torch.tensor([3, 5, 7]),
+    }  # fmt: skip
+    meta = {"status": "ok", "concept_ids": [0, 1, 2], "sae_ids": [3, 5, 7], "kept_concept_ids": [1]}
+    art = MethodArtifact("SAE-filtered", tensors, meta)
+    mags = pd.DataFrame(
+        {"concept_id": [0, 1, 2], "method": "SAE-filtered", "magnitude_base": [4.0, 5.0, 6.0]}
+    )
+    params = SteeringEvalParams.model_validate({"factors": [1.0]})
+    (plan,) = steering_plans(
+        ["SAE-filtered"], {"SAE-filtered": art}, mags, params, layer=1, tm=tm, concept_ids=[0, 1, 2]
+    )
+    assert plan.covered == frozenset({1}) and plan.rows == {1: 1} and plan.magnitudes == {1: 5.0}
+    prompts = pd.DataFrame(
+        {
+            "dataset_name": "AlpacaEval", "concept_id": [0, 1, 2], "input_id": 0, "input": "hi",
+            "steered_input": "hi", "factor": 1.0,
+        }
+    )  # fmt: skip
+    units, rows = plan_units(plan, prompts, replicates=1)
+    assert set(units["concept_id"]) == {1} and set(rows["concept_id"]) == {1}

@@ -23,6 +23,7 @@ from axbench_kedro.metrics.detection import METRIC_COLUMNS
 from axbench_kedro.pipelines.latent_eval import create_pipeline as latent_pipeline
 from axbench_kedro.pipelines.latent_eval.nodes import compute_max_activations
 from axbench_kedro.pipelines.training import create_pipeline as training_pipeline
+from axbench_kedro.scaling.config import ScalingParams
 from fixtures.fake_openai import FakeOpenAIServer, client_for
 from fixtures.project_catalog import project_llm_prices, project_prompt_templates
 from fixtures.tiny_models import make_tiny_target_model
@@ -81,6 +82,7 @@ def latent_catalog(
                 RunSettings(setting="tiny", layer=LAYER, seed=42), copy_mode="assign"
             ),
             "params:latent_eval": MemoryDataset(params, copy_mode="assign"),
+            "params:scaling": MemoryDataset(ScalingParams(), copy_mode="assign"),
             **{
                 name: KeptMemoryDataset()
                 for name in (

@@ -67,6 +67,7 @@ def test_pipeline_wiring_reads_protocol_inputs() -> None:
         "concepts_meta", "latent_metrics", "latent_scores", "steering_scores", "steering_selection",
         "steering_summary", "judgements", "datagen_llm_usage", "latent_eval_llm_usage", "steering_llm_usage",
         "params:run", "params:reporting", "results_across_settings", "prompt_steering_texts", "suppression_results",
+        "training_summary",
     } == pipe.inputs()  # fmt: skip
     assert {"leaderboard", "leaderboard_table", "leaderboard_markdown", "detection_table", "run_card",
             "mean_roc_plot", "score_vs_factor_plot", "auroc_vs_score_plot"} <= pipe.all_outputs()  # fmt: skip

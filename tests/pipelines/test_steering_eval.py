@@ -20,6 +20,7 @@ from axbench_kedro.methods import get_method
 from axbench_kedro.methods.base import MethodArtifact
 from axbench_kedro.pipelines.steering_eval import create_pipeline
 from axbench_kedro.pipelines.steering_eval.nodes import build_steering_prompts
+from axbench_kedro.scaling.config import ScalingParams
 from axbench_kedro.steering.plans import magnitudes_for, plan_units, steering_plans
 from axbench_kedro.steering.prompts import sample_instructions
 from axbench_kedro.steering.schedule import GenerationStats, generate_plans
@@ -156,6 +157,7 @@ def _run(tm, tmp_path, gen_server, judge_server, params: SteeringEvalParams) -> 
             "params:run": MemoryDataset(
                 RunSettings(setting="tiny", layer=LAYER, seed=42), copy_mode="assign"
             ),
+            "params:scaling": MemoryDataset(ScalingParams(), copy_mode="assign"),
             **{name: _KeptDataset() for name in _OUTPUTS},
         }
     )

@@ -198,3 +198,32 @@ def test_empty_selection_gives_empty_leaderboard() -> None:
     long = build_leaderboard(empty)
     assert long.empty and list(long.columns) == LONG_COLUMNS
     assert "no steering results" in leaderboard_markdown(long)
+
+
+def test_sae_filtered_gets_sae_on_its_kept_concepts_beside_it() -> None:
+    from axbench_kedro.reporting.leaderboard import judge_labels, subset_name, with_subset_baselines
+
+    # SAE steered 4 concepts (0.2, 0.4, 0.6, 0.8); SAE (filtered) kept concepts 1 and 3 only (§3.15).
+    scores = pd.DataFrame(
+        {
+            "setting": "s",
+            "method": ["SAE"] * 4 + ["SAE-filtered"] * 2,
+            "concept_id": [0, 1, 2, 3, 1, 3],
+            "score": [0.2, 0.4, 0.6, 0.8, 0.5, 0.9],
+        }
+    )
+    summary = pd.DataFrame(
+        {"setting": "s", "method": ["SAE", "SAE-filtered"], "judge_kind": "llm", "judge_model": "gpt"}
+    )
+    scores2, labels2 = with_subset_baselines(scores, judge_labels(summary))
+    long = build_leaderboard(scores2, labels2, n_resamples=100, seed=0).set_index(["method", "setting"])
+    name = subset_name("SAE", "SAE-filtered")
+    assert name == "SAE (on SAE-filtered concepts)"
+    assert long.loc[("SAE-filtered", "s"), "overall"] == pytest.approx(0.7)  # mean over kept concepts only
+    assert long.loc[("SAE-filtered", "s"), "n_concepts"] == 2
+    assert long.loc[(name, "s"), "overall"] == pytest.approx(0.6)  # SAE on concepts 1 and 3
+    assert long.loc[(name, "s"), "n_concepts"] == 2 and long.loc[(name, "s"), "judge_kind"] == "llm"
+    assert long.loc[("SAE", "s"), "overall"] == pytest.approx(0.5)  # SAE's own row unchanged
+    # No SAE-filtered rows: nothing added.
+    only_sae = scores[scores["method"] == "SAE"]
+    assert with_subset_baselines(only_sae)[0].equals(only_sae)

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from axbench_kedro.errors import AxbenchDataError
+from axbench_kedro.reporting import tables as tables_mod
 from axbench_kedro.reporting.leaderboard import AVG
 from axbench_kedro.reporting.tables import (
     DETECTION_METRICS,
@@ -210,3 +211,16 @@ def test_prompt_detection_imbalance_opted_in_somewhere_averages_the_scored_setti
     assert "| Prompt | s1 | 2 | n/a (opt-in) | n/a (opt-in) |" in text
     assert "| Prompt | s2 | 2 | – | 0.600 | – | – |" in text  # scored there (its other metrics: none given)
     assert "|---|---|---:|---:|---:|---:|---:|" in text  # numbers stay right-aligned beside the labels
+
+
+def test_sae_filtered_detection_rows_are_not_reported_twice() -> None:
+    from axbench_kedro.pipelines.reporting.nodes import make_detection_tables
+
+    base = synthetic.latent_metrics().assign(setting="s1")
+    sae = base[base["method"] == base["method"].iloc[0]].assign(method="SAE")
+    frame = pd.concat([base, sae, sae.assign(method="SAE-filtered"), sae.assign(method="SomePlugin")])
+    kept = set(tables_mod.reported_detection_rows(frame)["method"])
+    assert "SAE-filtered" not in kept and {"SAE", "SomePlugin"} <= kept  # unknown names are kept
+    table, markdown = make_detection_tables(frame)
+    assert "SAE-filtered" not in set(table["method"]) and "SAE (filtered)" not in markdown
+    assert "SAE" in set(table["method"])

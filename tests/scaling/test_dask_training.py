@@ -1,8 +1,8 @@
-"""Training on a Dask LocalCluster (2 worker processes on 127.0.0.1) gives the sequential run's artifacts."""
+"""Training on a Dask LocalCluster (2 worker processes on 127.0.0.1) gives the sequential run's artifacts; the
+executor's contract; the scaling configuration."""
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
 
@@ -16,34 +16,17 @@ from pydantic import ValidationError
 
 from axbench_kedro.config.training import TrainingParams
 from axbench_kedro.errors import AxbenchConfigError
-from axbench_kedro.lm.loading import load_target_model
-from axbench_kedro.lm.types import ModelSpec
 from axbench_kedro.methods.registry import get_method
 from axbench_kedro.methods.trainer import build_concepts
 from axbench_kedro.pipelines.training import create_pipeline
-from axbench_kedro.scaling import DaskExecutor, ScalingParams, SequentialExecutor, make_executor
+from axbench_kedro.pipelines.training import nodes as training_nodes
+from axbench_kedro.scaling import ScalingParams, SequentialExecutor, make_executor
 from axbench_kedro.scaling.training import plan_shards
-from fixtures.tiny_models import make_tiny_target_model
 from methods.pipeline_inputs import training_catalog, write_sae
 from methods.synthetic_data import make_concepts_meta, make_train_data
+from scaling.lending import Borrowed, needs_dask
 
 _METHODS = ["DiffMean", "ReFT-r1", "SSV", "SAE"]
-needs_dask = pytest.mark.skipif(
-    importlib.util.find_spec("distributed") is None,
-    reason="the `scale` extra (Dask distributed) is not installed",
-)
-
-
-@pytest.fixture(scope="module")
-def tm(tmp_path_factory):
-    """A tiny random Gemma saved to disk and loaded by path, as every Dask worker loads it."""
-    where = tmp_path_factory.mktemp("tiny_model")
-    tiny = make_tiny_target_model("gemma3", n_layers=3, hidden=64, seed=4)
-    tiny.model.save_pretrained(where)
-    tiny.tokenizer.save_pretrained(where)
-    return load_target_model(
-        ModelSpec(source="local", name_or_path=str(where), dtype="float32", device="cpu")
-    )
 
 
 def _two_genres(catalog) -> None:
@@ -59,20 +42,25 @@ def _two_genres(catalog) -> None:
     catalog["concepts_meta"] = MemoryDataset(meta)
 
 
-def _run(tm, tmp_path: Path, scaling: ScalingParams, store: str):
+def _run(tm, tmp_path: Path, scaling: ScalingParams, store: str, lent: Borrowed | None = None):
     params = TrainingParams(methods=_METHODS, concept_group_size=1)
     sae = tmp_path / "params.npz"  # written once: its mtime is part of the SAE's cache key
     catalog = training_catalog(tm, str(sae) if sae.exists() else write_sae(sae), tmp_path / store, params)
     _two_genres(catalog)
     catalog["params:scaling"] = MemoryDataset(scaling, copy_mode="assign")
-    SequentialRunner().run(create_pipeline(), catalog)
+    with pytest.MonkeyPatch.context() as mp:
+        if lent is not None:  # the session's cluster instead of a LocalCluster per run
+            mp.setattr(training_nodes, "make_executor", lambda params, gpu: lent)
+        SequentialRunner().run(create_pipeline(), catalog)
     return catalog.load("method_artifacts"), catalog.load("training_summary").set_index("method")
 
 
 @needs_dask
-def test_dask_training_equals_sequential_and_fills_the_cache(tm, tmp_path) -> None:
+def test_dask_training_equals_sequential_and_fills_the_cache(tm, dask_cluster, tmp_path) -> None:
     seq, _ = _run(tm, tmp_path, ScalingParams(), "seq_cache")
-    dask, summary = _run(tm, tmp_path, ScalingParams(engine="dask", n_workers=2), "dask_cache")
+    lent = Borrowed(dask_cluster)
+    dask, summary = _run(tm, tmp_path, ScalingParams(engine="dask", n_workers=2), "dask_cache", lent)
+    assert lent.maps == 1
     assert list(dask) == _METHODS
     for name in _METHODS:
         assert dask[name].ok and dask[name].concept_ids == [0, 1, 2]
@@ -89,19 +77,25 @@ def test_dask_training_equals_sequential_and_fills_the_cache(tm, tmp_path) -> No
             assert torch.equal(again[name].tensors[key], value)
 
 
+def _power(exponent: int, x: int) -> int:
+    return x**exponent
+
+
 def _slow_square(x: int) -> int:
     time.sleep(0.3 if x == 0 else 0.0)  # the first shard finishes last
     return x * x
 
 
 @needs_dask
-def test_dask_executor_keeps_shard_order() -> None:
+def test_dask_executor_keeps_shard_order(dask_cluster) -> None:
     seen: list[tuple[int, int]] = []
-    with DaskExecutor.local(2) as ex:
-        out = ex.map(_slow_square, [0, 1, 2, 3], on_done=lambda i, r: seen.append((i, r)))
+    out = dask_cluster.map(_slow_square, [0, 1, 2, 3], on_done=lambda i, r: seen.append((i, r)))
     assert out == [0, 1, 4, 9]
     assert sorted(seen) == [(0, 0), (1, 1), (2, 4), (3, 9)]
     assert SequentialExecutor().map(_slow_square, [3, 2]) == [9, 4]
+    # `common` reaches every shard (shipped once per worker under Dask)
+    assert dask_cluster.map(_power, [1, 2, 3], common=3) == [1, 8, 27]
+    assert SequentialExecutor().map(_power, [2], common=2) == [4]
 
 
 @needs_dask

@@ -12,7 +12,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -89,6 +89,8 @@ def score_model_outputs(
     tm: TargetModel,
     layer: int,
     params: LatentEvalParams,
+    *,
+    pool_concepts: Sequence[int] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score ``data`` and ``pool`` with every ``activation`` and ``text`` method of ``artifacts``.
 
@@ -99,6 +101,8 @@ def score_model_outputs(
         tm: the target model.
         layer: block whose output the encoders read.
         params: batch size, maximum length, token activations.
+        pool_concepts: the concepts pool rows are scored against (default: those of ``data``; a shard of the
+            rows passes the whole run's).
 
     Returns:
         ``(scores, imbalance_scores)``: §1.7 long rows and ``neg_row_id, concept_id, method, max_act``.
@@ -107,7 +111,7 @@ def score_model_outputs(
     texts = [format_detect(tok, i, o) for i, o in zip(data["input"], data["output"], strict=True)]
     concept_ids = data["concept_id"].astype(int).tolist()
     pool_sources = pool["source_row_id"].astype(int).tolist()
-    all_concepts = sorted(set(concept_ids))
+    all_concepts = sorted(set(concept_ids) if pool_concepts is None else {int(c) for c in pool_concepts})
     frames, pool_frames = [], []
 
     rank1 = {n: a for n, a in artifacts.items() if get_method(n).detection_kind == "activation"}
@@ -161,11 +165,14 @@ def cached_model_scores(
     layer: int,
     params: LatentEvalParams,
     cache: Any | None,
+    score_fn: Callable[..., tuple[pd.DataFrame, pd.DataFrame]] = score_model_outputs,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`score_model_outputs`, read from / written to ``cache`` under :func:`latent_scores_key`.
 
     Args:
         cache: a store with ``get_frames(key)`` / ``put_frames(key, frames)``, or ``None`` (no caching).
+        score_fn: computes what the cache lacks (signature and results of :func:`score_model_outputs`; the
+            Dask path passes its sharded equivalent).
 
     Raises:
         AxbenchConfigError: an artefact trained at another layer.
@@ -175,7 +182,7 @@ def cached_model_scores(
     if cache is not None and (hit := cache.get_frames(key)) is not None:
         log.info("latent_eval: scores of %s reused from the cache", list(artifacts))
         return hit["scores"], hit["imbalance"]
-    scores, imbalance = score_model_outputs(data, pool, artifacts, tm, layer, params)
+    scores, imbalance = score_fn(data, pool, artifacts, tm, layer, params)
     if cache is not None:
         cache.put_frames(key, {"scores": scores, "imbalance": imbalance})
     return scores, imbalance

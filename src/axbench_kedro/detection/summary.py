@@ -129,6 +129,8 @@ def magnitude_table(
     * ``sae_table`` methods without a table: the latent-eval rule, ``source`` = ``latent_eval``, with a warning
       [D 13]; reports label them "<method> (AxBench max-act)".
     * ``unit`` methods: m = 1. Factor-free methods have no magnitude.
+    * an artefact that fixes its own magnitudes (:meth:`~axbench_kedro.methods.base.Method.artifact_magnitudes`,
+      e.g. a released dictionary with ``magnitude_source: released``): those ``max_act`` values, ≤ 0 → 50.
 
     ``source_ref`` says where a ``sae_table`` method's m came from: the table (file, SHA-256, rows) or why there was
     none; ``""`` for the other methods.
@@ -141,6 +143,10 @@ def magnitude_table(
     for name, art in method_artifacts.items():
         method = get_method(name)
         if not method.steers or method.factor_free or not art.ok:
+            continue
+        fixed = method.artifact_magnitudes(art)
+        if fixed is not None:
+            rows += [{**r, "method": name, "magnitude_base": _base(float(r["max_act"]))} for r in fixed]
             continue
         if method.magnitude_source == "unit":
             rows += [{"concept_id": c, "method": name, "max_act": float("nan"), "magnitude_base": 1.0,

@@ -309,6 +309,15 @@ class Method(ABC):
             departs from upstream, e.g. the Probe's loss form [D 33]); ``""`` = nothing to say.
         suppression_intervention: how the suppression pipeline applies the vector with a negated factor (see
             :data:`SuppressionIntervention`); ``addition`` (the default) = ``h + m·f·w``.
+        detection_reported: ``False`` when the detection scores equal another method's (SAE (filtered) = SAE):
+            ``latent_eval`` still scores it (its magnitudes may need the rows), reports leave it out (protocol §4).
+        subset_baseline: a method steered on a subset of the concepts (its own filter) names the method the
+            leaderboard also scores on that subset, beside it (SAE (filtered) → SAE, protocol §3.15); ``None`` = none.
+        trains_jointly: one model for all training concepts (HyperSteer): the trainer calls :meth:`split_concepts`
+            and then :meth:`train_all` once, instead of :meth:`train_concept` per concept; the artifact's
+            ``concept_ids`` are the evaluated concepts :meth:`split_concepts` returns.
+        per_prompt_vectors: the steering vector depends on the prompt too, v(c, x) (HyperSteer): steering asks
+            :meth:`prompt_steering_vectors` for every (concept, prompt) pair instead of :meth:`steering_vectors`.
     """
 
     name: ClassVar[str] = ""
@@ -326,6 +335,10 @@ class Method(ABC):
     order: ClassVar[float | None] = None
     report_note: ClassVar[str] = ""
     suppression_intervention: ClassVar[SuppressionIntervention] = "addition"
+    detection_reported: ClassVar[bool] = True
+    subset_baseline: ClassVar[str | None] = None
+    trains_jointly: ClassVar[bool] = False
+    per_prompt_vectors: ClassVar[bool] = False
 
     # ---- training ------------------------------------------------------------------------------------------
     def params(self, raw: dict[str, Any] | StrictModel | None = None) -> StrictModel:
@@ -338,6 +351,12 @@ class Method(ABC):
         """Why the method cannot run here (e.g. no SAE file), or ``None`` when it can (the SAE methods override
         it)."""
         del sae, concepts
+        return None
+
+    def concept_limit(self, hp: Any) -> int | None:
+        """How many concepts to train (the first ones in ``concept_id`` order; the trainer logs the rest as skipped
+        and leaves them out of the artifact), or ``None`` for every concept (SFT overrides it)."""
+        del hp
         return None
 
     def bind_run_inputs(self, inputs: Mapping[str, Any]) -> None:
@@ -356,6 +375,20 @@ class Method(ABC):
 
         Values may also be JSON-able Python objects (lists, numbers) that :meth:`stack` folds into metadata.
         """
+
+    def split_concepts(
+        self, concepts: Sequence[ConceptData], hp: Any, seed: int
+    ) -> tuple[list[ConceptData], list[ConceptData]]:
+        """A :attr:`trains_jointly` method's ``(training concepts, evaluated concepts)``; default: all, all."""
+        del hp, seed
+        return list(concepts), list(concepts)
+
+    def train_all(
+        self, items: Sequence[ConceptInputs], evaluated: Sequence[ConceptData], hp: Any, seed: int
+    ) -> dict[str, Any]:
+        """Train a :attr:`trains_jointly` method once on every training concept (``items``); returns the artifact's
+        tensors and JSON-able metadata values (``evaluated`` become its ``concept_ids``)."""
+        raise NotImplementedError(f"{self.name} does not train across concepts")
 
     def train_group(self, items: Sequence[ConceptInputs], hp: Any) -> list[dict[str, Any]]:
         """Train several concepts (one result per item); methods that can batch concepts together override it."""
@@ -402,12 +435,40 @@ class Method(ABC):
         """Scores of a ``gradient`` method (same shapes as :meth:`score_texts`), computed with the target model."""
         raise NotImplementedError(f"{self.name} has no model scorer")
 
+    def source_files(self, artifact: MethodArtifact) -> dict[str, str]:
+        """Files the artifact was read from (path → SHA-256), listed on the run card; ``{}`` for trained methods."""
+        del artifact
+        return {}
+
+    def steering_subset(self, artifact: MethodArtifact) -> frozenset[int] | None:
+        """The concepts steering evaluates when the method filters its own (SAE (filtered): the kept ones); ``None``
+        = every concept of the run."""
+        del artifact
+        return None
+
+    def artifact_magnitudes(self, artifact: MethodArtifact) -> list[dict[str, Any]] | None:
+        """Magnitude rows fixed by the artifact itself (``concept_id, max_act, source, source_ref``; e.g. a
+        released dictionary's own ``max_act``), or ``None`` to follow :attr:`magnitude_source`."""
+        del artifact
+        return None
+
     # ---- steering ------------------------------------------------------------------------------------------
     def steering_vectors(self, artifact: MethodArtifact) -> torch.Tensor:
         """``[n_concepts, d]`` vectors added as ``h + m·f·w`` (row = ``artifact.concept_ids``)."""
         if not self.steers or self.factor_free:
             raise NotImplementedError(f"{self.name} has no steering vector")
         return artifact.tensors["weight"].float()
+
+    def prompt_steering_vectors(
+        self,
+        artifact: MethodArtifact,
+        tm: Any,
+        layer: int,
+        concept_ids: Sequence[int],
+        prompts: Sequence[str],
+    ) -> torch.Tensor:
+        """A :attr:`per_prompt_vectors` method's ``[n, d]`` vectors, one per (``concept_ids[i]``, ``prompts[i]``)."""
+        raise NotImplementedError(f"{self.name} has no per-prompt steering vectors")
 
     def suppression_biases(self, artifact: MethodArtifact) -> torch.Tensor:
         """``[n_concepts]`` biases b read by ``addition_suppression`` (the artifact's ``bias``; zeros without one)."""

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from axbench_kedro.config.common import StrictModel
-from axbench_kedro.errors import AxbenchConfigError
+from axbench_kedro.errors import AxbenchConfigError, AxbenchDataError
 from axbench_kedro.methods.base import (
     ConceptData,
     ConceptInputs,
@@ -46,11 +46,14 @@ class DictionaryParams(StrictModel):
     match_on: ``concept`` (text, then ``ref``, then the lowest row) or ``concept_id`` (row = id, text checked).
     model: the model the dictionary was trained on (``None`` = not checked; else must equal the target model's
         name). The width is always checked against the model's hidden size.
+    magnitude_source: ``latent_eval`` (m = max of this method's latent-eval ``max_act`` per concept, ≤ 0 → 50) or
+        ``released`` (m = the concept's ``max_act`` in the dictionary's ``acts.json``, same ≤ 0 → 50 rule).
     """
 
     folder: str = ""
     match_on: Literal["concept", "concept_id"] = "concept"
     model: str | None = None
+    magnitude_source: Literal["latent_eval", "released"] = "latent_eval"
 
 
 class ReFTR1DictionaryParams(DictionaryParams):
@@ -174,7 +177,44 @@ class DictionaryMethod(Method):
             extra["dictionary_folder"] = str(self._source.folder(self._hp.folder, self._layer))
             extra["dictionary_sha256"] = self._source.sha256(self._hp.folder, self._layer)
         extra["match_on"] = self._hp.match_on
+        extra["magnitude_source"] = self._hp.magnitude_source
         return tensors, extra
+
+    # ---- provenance and magnitudes -------------------------------------------------------------------------
+    def source_files(self, artifact: MethodArtifact) -> dict[str, str]:
+        """Every dictionary file with its SHA-256 (from the artefact's metadata)."""
+        folder = artifact.meta.get("dictionary_folder", "")
+        hashes = artifact.meta.get("dictionary_sha256") or {}
+        return {f"{folder}/{name}" if folder else name: sha for name, sha in sorted(hashes.items())}
+
+    def artifact_magnitudes(self, artifact: MethodArtifact) -> list[dict[str, Any]] | None:
+        """With ``magnitude_source: released``, m per concept from the dictionary's ``acts.json`` ``max_act``
+        (≤ 0 → 50 is applied by the caller; source ``released_table``); ``None`` otherwise (latent-eval rule).
+
+        Raises:
+            AxbenchDataError: a concept whose dictionary row has no released ``max_act`` [D 12].
+        """
+        if artifact.meta.get("magnitude_source") != "released":
+            return None
+        values = artifact.meta.get("released_max_act") or [None] * len(artifact.concept_ids)
+        rows = artifact.meta.get("dictionary_row") or [None] * len(artifact.concept_ids)
+        missing = [
+            f"concept_id {c} (row {r})"
+            for c, r, v in zip(artifact.concept_ids, rows, values, strict=True)
+            if v is None
+        ]
+        if missing:
+            raise AxbenchDataError(
+                f"training.hyperparameters.{self.name}.magnitude_source: released, but acts.json has no max_act "
+                f"for {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''} [D 12]; use latent_eval"
+            )
+        acts = next((f for f in self.source_files(artifact) if f.endswith("acts.json")), "acts.json")
+        sha = (artifact.meta.get("dictionary_sha256") or {}).get("acts.json", "")
+        ref = f"released {acts} (sha256 {sha[:12]}…)" if sha else f"released {acts}"
+        return [
+            {"concept_id": int(c), "max_act": float(v), "source": "released_table", "source_ref": ref}
+            for c, v in zip(artifact.concept_ids, values, strict=True)
+        ]
 
     # ---- detection -----------------------------------------------------------------------------------------
     def detection_encoder(self, artifact: MethodArtifact) -> DetectionEncoder:

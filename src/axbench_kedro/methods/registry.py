@@ -102,6 +102,18 @@ def method_note(name: str) -> str:
     return str(cls.report_note) if cls is not None else ""
 
 
+def detection_reported(name: str) -> bool:
+    """The :attr:`~axbench_kedro.methods.base.Method.detection_reported` of ``name`` (``True`` for an unknown name)."""
+    cls = _METHODS.classes().get(str(name))
+    return bool(cls.detection_reported) if cls is not None else True
+
+
+def subset_baseline(name: str) -> str | None:
+    """The :attr:`~axbench_kedro.methods.base.Method.subset_baseline` of ``name`` (``None`` for an unknown name)."""
+    cls = _METHODS.classes().get(str(name))
+    return cls.subset_baseline if cls is not None else None
+
+
 def plugin_source(name: str) -> str | None:
     """The entry point (and distribution, with its version) that registered ``name``; ``None`` for a built-in."""
     return _METHODS.plugin_source(name)

@@ -10,7 +10,9 @@ Per concept, feature i = ``concepts_meta.sae_id`` (no search over features):
 * kept = S_out ≥ ``threshold``.
 
 Detection and steering are SAE's (JumpReLU of the feature; h + m·f·``W_dec[i]``, m from the Neuronpedia table,
-[D 12]/[D 13]); the artefact's meta carries the per-concept scores (``sae_output_scores``) and ``kept``. Without a
+[D 12]/[D 13]); the artefact's meta carries the per-concept scores (``sae_output_scores``) and ``kept``. Steering
+evaluates the kept concepts only (:meth:`SAEFilteredMethod.steering_subset`), so its leaderboard row is the mean over
+them, and the leaderboard shows SAE on the same concepts beside it; detection repeats SAE's and is not reported. Without a
 GemmaScope file the method is skipped with the reason, like SAE.
 
 Example:
@@ -29,7 +31,7 @@ from pydantic import Field
 
 from axbench_kedro.config.common import StrictModel
 from axbench_kedro.lm.activations import truncated_hidden_states
-from axbench_kedro.methods.base import ConceptData, ConceptInputs
+from axbench_kedro.methods.base import ConceptData, ConceptInputs, MethodArtifact
 from axbench_kedro.methods.lm_tail import LMTail
 from axbench_kedro.methods.registry import register
 from axbench_kedro.methods.sae import SAEMethod
@@ -151,7 +153,11 @@ def _logits_at_last(tail: LMTail, hidden: torch.Tensor) -> Callable[[torch.Tenso
 
 @register("SAE-filtered")
 class SAEFilteredMethod(SAEMethod):
-    """SAE with the output-score filter of Arad et al. (2025); steers and detects like SAE."""
+    """SAE with the output-score filter of Arad et al. (2025); steers and detects like SAE (its detection rows equal
+    SAE's, so reports leave them out)."""
+
+    detection_reported = False
+    subset_baseline = "SAE"
 
     Params = SAEFilteredParams
     order = 75
@@ -210,3 +216,7 @@ class SAEFilteredMethod(SAEMethod):
         meta["sae_output_scores"] = scores
         meta["kept_concept_ids"] = [s["concept_id"] for s in scores if s["kept"]]
         return tensors, meta
+
+    def steering_subset(self, artifact: MethodArtifact) -> frozenset[int] | None:
+        """The kept concepts: steering, and so the leaderboard row, covers them only (§3.15)."""
+        return frozenset(int(c) for c in artifact.meta.get("kept_concept_ids", []))

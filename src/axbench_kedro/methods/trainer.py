@@ -39,6 +39,7 @@ from axbench_kedro.methods.activations import (
 from axbench_kedro.methods.base import ConceptData, ConceptInputs, Method, MethodArtifact, PreferenceData
 from axbench_kedro.methods.lm_tail import LMTail
 from axbench_kedro.methods.preference import PREFERENCE_MAX_LENGTH, PreferenceRows, compute_preference_rows
+from axbench_kedro.methods.registry import get_method
 from axbench_kedro.methods.sae_file import SAEParams, SAESource
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ _META_COLUMNS = ("concept_id", "concept")
 _PREFERENCE_COLUMNS = ("input", "winning_output", "losing_output", "concept_id")
 # resources trained through the blocks after L and the LM head (tail dtype and [D 2] targets are part of their key)
 _TAIL_REQUIREMENTS = frozenset({"lm_objective", "preference"})
+# result of a concept beyond the method's concept_limit: never trained, left out of its artifact
+_NOT_TRAINED: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -371,25 +374,9 @@ def _train_group(
     if act_concepts:
         res.prefetch(act_concepts)
     with_neg = any(m.trains_on_negatives for m, _ in active if "lm_objective" in m.requires)
-    inputs: dict[int, dict[str, Any]] = {}
-    for i in group:
-        c = concepts[i]
-        base: dict[str, Any] = dict(data=c, device=res.tm.device, d_model=res.tm.d_model)
-        if "activations" in needs:
-            base["activations"] = res.activations(c)
-        if "lm_objective" in needs:
-            base["lm_rows"] = res.lm_rows(c, with_neg)
-            base["lm_tail"] = res.tail
-        if "texts" in needs:
-            base["binary_texts"] = tuple(res.binary(c.inputs, c.outputs))
-        if "sae" in needs:
-            base["sae"] = sae_params
-        if "lm_tail" in needs:
-            base["lm_tail"] = res.tail
-        if "preference" in needs and preferences is not None:
-            base["preference"] = res.preference_rows(preferences[c.concept_id])
-            base["lm_tail"] = res.tail
-        inputs[i] = base
+    inputs = {
+        i: _concept_resources(res, concepts[i], needs, with_neg, sae_params, preferences) for i in group
+    }
     for m, hp in active:
         todo = pending[m.name]
         seeds = [derive_seed(opts.seed, concepts[i].concept_id, m.name) for i in todo]
@@ -401,6 +388,99 @@ def _train_group(
             results[m.name][i] = row
             if store is not None:
                 store.put(keys[m.name][i], row)
+
+
+def _concept_resources(
+    res: _Resources,
+    c: ConceptData,
+    needs: set[str] | frozenset[str],
+    with_neg: bool,
+    sae_params: SAEParams | None,
+    preferences: Mapping[int, PreferenceData] | None,
+) -> dict[str, Any]:
+    """The :class:`ConceptInputs` fields (all but ``seed``) of concept ``c`` for the requirements ``needs``."""
+    base: dict[str, Any] = dict(data=c, device=res.tm.device, d_model=res.tm.d_model)
+    if "activations" in needs:
+        base["activations"] = res.activations(c)
+    if "lm_objective" in needs:
+        base["lm_rows"] = res.lm_rows(c, with_neg)
+        base["lm_tail"] = res.tail
+    if "texts" in needs:
+        base["binary_texts"] = tuple(res.binary(c.inputs, c.outputs))
+    if "sae" in needs:
+        base["sae"] = sae_params
+    if "lm_tail" in needs:
+        base["lm_tail"] = res.tail
+    if "preference" in needs and preferences is not None:
+        base["preference"] = res.preference_rows(preferences[c.concept_id])
+        base["lm_tail"] = res.tail
+    return base
+
+
+def _train_jointly(
+    method: Method,
+    hp: Any,
+    tm: TargetModel,
+    concepts: Sequence[ConceptData],
+    opts: TrainOptions,
+    store: Any,
+    base_meta: dict[str, Any],
+) -> tuple[MethodArtifact, int]:
+    """Train a :attr:`~Method.trains_jointly` method once on its training concepts (held-out ones never reach it).
+
+    The result is cached under one key (the training and the evaluated concepts' fingerprints); returns the artifact
+    (``concept_ids`` = the evaluated concepts) and, as its cached-concept count, the number of evaluated concepts
+    when it came from the cache, else 0.
+    """
+    train, evaluated = method.split_concepts(concepts, hp, opts.seed)
+    overlap = {c.concept_id for c in train} & {c.concept_id for c in evaluated}
+    if overlap and evaluated != list(concepts):
+        raise AxbenchDataError(
+            f"{method.name}: concept_id(s) {sorted(overlap)[:10]} both trained on and held out"
+        )
+    key = _cache_key(
+        method,
+        hp,
+        tm,
+        opts,
+        train[0],
+        {"train": [c.fingerprint() for c in train], "evaluated": [c.fingerprint() for c in evaluated]},
+    )
+    row = store.get(key) if store is not None else None
+    cached = row is not None
+    if row is None:
+        res = _Resources(tm, opts, None)
+        seed = derive_seed(opts.seed, -1, method.name)
+        items = [
+            ConceptInputs(
+                seed=derive_seed(opts.seed, c.concept_id, method.name),
+                **_concept_resources(res, c, method.requires, method.trains_on_negatives, None, None),
+            )
+            for c in train
+        ]
+        row = method.train_all(items, evaluated, hp, seed)
+        if store is not None:
+            store.put(key, row)
+    tensors = {k: v for k, v in row.items() if isinstance(v, torch.Tensor)}
+    meta = dict(
+        base_meta,
+        method=method.name,
+        hyperparameters=hp.model_dump(mode="json"),
+        method_version=method.version,
+        **_plugin_meta(method),
+        **{k: v for k, v in row.items() if not isinstance(v, torch.Tensor)},
+        concept_ids=[c.concept_id for c in evaluated],
+    )
+    if opts.append_eot_to_targets and _TAIL_REQUIREMENTS & method.requires:
+        meta["append_eot_to_targets"] = True  # [D 2]
+    log.info(
+        "training: %s ready (trained once on %d concepts, evaluated on %d%s)",
+        method.name,
+        len(train),
+        len(evaluated),
+        ", from cache" if cached else "",
+    )
+    return MethodArtifact(method.name, tensors, meta), len(evaluated) * int(cached)
 
 
 def train_methods(
@@ -423,7 +503,7 @@ def train_methods(
 
     Returns:
         ``{method: MethodArtifact}`` in the given order (skipped methods included, with their reason) and a
-        summary frame (method, status, skip_reason, n_concepts, cached_concepts, seconds).
+        summary frame (method, status, skip_reason, n_concepts, cached_concepts, seconds, source_files).
     """
     if not concepts:
         raise AxbenchDataError("train_data: no concepts to train on")
@@ -453,6 +533,13 @@ def train_methods(
                 method, reason, dict(base_meta, hyperparameters=hp.model_dump(mode="json"))
             )
             continue
+        if method.trains_jointly:  # one model for all training concepts, trained here at once
+            start = time.perf_counter()
+            artifacts[method.name], cached_counts[method.name] = _train_jointly(
+                method, hp, tm, concepts, opts, store, base_meta
+            )
+            seconds[method.name] = time.perf_counter() - start
+            continue
         runnable.append((method, hp))
         extra = sae_extra if "sae" in method.requires else method.source_identity()
         extras = [extra] * len(concepts)
@@ -469,8 +556,14 @@ def train_methods(
         keys[method.name] = [
             _cache_key(method, hp, tm, opts, c, e) for c, e in zip(concepts, extras, strict=True)
         ]
-        results[method.name] = [store.get(k) if store is not None else None for k in keys[method.name]]
-        cached_counts[method.name] = sum(r is not None for r in results[method.name])
+        left_out = _beyond_limit(method, hp, concepts)
+        results[method.name] = [
+            _NOT_TRAINED if i in left_out else store.get(k) if store is not None else None
+            for i, k in enumerate(keys[method.name])
+        ]
+        cached_counts[method.name] = sum(
+            r is not None and r is not _NOT_TRAINED for r in results[method.name]
+        )
         seconds[method.name] = 0.0
 
     todo = [i for i in range(len(concepts)) if any(results[m.name][i] is None for m, _ in runnable)]
@@ -515,8 +608,9 @@ def train_methods(
             ordered[method.name] = artifacts[method.name]
             continue
         hp = method.params(hp)
-        rows = results[method.name]
-        tensors, extra_meta = method.stack(rows, concepts)  # type: ignore[arg-type]
+        kept = [i for i, r in enumerate(results[method.name]) if r is not _NOT_TRAINED]
+        kept_concepts = [concepts[i] for i in kept]
+        tensors, extra_meta = method.stack([results[method.name][i] for i in kept], kept_concepts)  # type: ignore[arg-type]
         meta = dict(
             base_meta,
             method=method.name,
@@ -525,13 +619,16 @@ def train_methods(
             **_plugin_meta(method),
             **extra_meta,
         )
+        if len(kept) < len(concepts):
+            meta["concept_ids"] = [c.concept_id for c in kept_concepts]
+            meta["skipped_concept_ids"] = sorted({c.concept_id for c in concepts} - set(meta["concept_ids"]))
         if opts.append_eot_to_targets and _TAIL_REQUIREMENTS & method.requires:
             meta["append_eot_to_targets"] = True  # [D 2]: targets ended with the turn end
         ordered[method.name] = MethodArtifact(method.name, tensors, meta)
         log.info(
             "training: %s ready (%d concepts, %d from cache)",
             method.name,
-            len(concepts),
+            len(kept),
             cached_counts[method.name],
         )
     summary = pd.DataFrame(
@@ -540,9 +637,10 @@ def train_methods(
                 "method": name,
                 "status": art.status,
                 "skip_reason": art.skip_reason or "",
-                "n_concepts": len(concepts) if art.ok else 0,
+                "n_concepts": len(art.concept_ids) if art.ok else 0,
                 "cached_concepts": cached_counts.get(name, 0),
                 "seconds": round(seconds.get(name, 0.0), 3),
+                "source_files": _source_files(name, art),
             }
             for name, art in ordered.items()
         ]
@@ -554,9 +652,35 @@ def train_methods(
                 "n_concepts": len(concepts),
                 "cached_concepts": 0,
                 "seconds": round(v, 3),
+                "source_files": "",
             }
             for k, v in seconds.items()
             if k.startswith("(shared)")
         ]
     )
     return ordered, summary
+
+
+def _beyond_limit(method: Method, hp: Any, concepts: Sequence[ConceptData]) -> set[int]:
+    """Positions in ``concepts`` past the method's :meth:`~Method.concept_limit` (by ``concept_id``), logged once."""
+    limit = method.concept_limit(hp)
+    if limit is None or limit >= len(concepts):
+        return set()
+    ranked = sorted(range(len(concepts)), key=lambda i: concepts[i].concept_id)
+    skipped = [concepts[i].concept_id for i in ranked[limit:]]
+    log.info(
+        "training: %s trains the first %d of %d concepts (max_concepts); skipped concept_id(s) %s",
+        method.name,
+        limit,
+        len(concepts),
+        skipped if len(skipped) <= 20 else f"{skipped[:20]} and {len(skipped) - 20} more",
+    )
+    return set(ranked[limit:])
+
+
+def _source_files(name: str, art: MethodArtifact) -> str:
+    """``path sha256=<hex>`` per file the artifact was read from, ``; ``-joined (``""`` for trained methods)."""
+    if not art.ok:
+        return ""
+    files = get_method(name).source_files(art)
+    return "; ".join(f"{path} sha256={sha}" for path, sha in files.items())

@@ -5,7 +5,8 @@ method's Overall Scores over the settings that have it. Wide form: rows = method
 Both carry the method's ``role`` (``method`` | ``control``, from the registry); the Markdown labels controls
 ``<name> (control)``. Both also carry the ``label`` and ``magnitude_source`` of ``steering_summary`` (the long form
 also ``magnitude_ref``): a method steered with the AxBench max-act fallback [D 13] is shown as its label
-("SAE (AxBench max-act)"), or, when only some settings fell back, its cells there are marked.
+("SAE (AxBench max-act)"), or, when only some settings fell back, its cells there are marked. A method steered on a
+subset of the concepts (SAE (filtered): the kept ones) gets its ``subset_baseline`` scored on the same subset beside it.
 
 Example:
     >>> scores = concept_scores(selection_with_setting)  # doctest: +SKIP
@@ -21,6 +22,7 @@ import pandas as pd
 
 from axbench_kedro.detection.sae_max_act import FALLBACK_TAG
 from axbench_kedro.errors import AxbenchDataError
+from axbench_kedro.methods.registry import subset_baseline
 from axbench_kedro.metrics.bootstrap import bootstrap_ci, bootstrap_means
 from axbench_kedro.reporting.markdown import MISSING, fmt_number, markdown_table
 from axbench_kedro.reporting.roles import ROLE_COLUMN, control_note, method_label, role_of
@@ -35,6 +37,8 @@ __all__ = [
     "leaderboard_markdown",
     "leaderboard_wide",
     "require_columns",
+    "subset_name",
+    "with_subset_baselines",
 ]
 
 AVG = "Avg"
@@ -96,6 +100,46 @@ def concept_scores(
     scores = scores.astype({"setting": str, "method": str})
     scores["score"] = pd.to_numeric(scores["score"], errors="coerce")
     return scores.dropna(subset=["score"]).reset_index(drop=True)
+
+
+def subset_name(baseline: str, method: str) -> str:
+    """Leaderboard name of ``baseline`` scored on ``method``'s concepts, e.g. ``SAE (on SAE-filtered concepts)``."""
+    return f"{baseline} (on {method} concepts)"
+
+
+def with_subset_baselines(
+    scores: pd.DataFrame, labels: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Add, per method with a ``subset_baseline`` (SAE (filtered) → SAE, protocol §3.15) and setting, the baseline's
+    Scores on exactly that method's concepts under :func:`subset_name`, with the baseline's judge labels.
+
+    Args:
+        scores: ``concept_scores`` output.
+        labels: ``judge_labels`` output (or ``None``).
+
+    Returns:
+        ``(scores, labels)`` with the added rows (unchanged when no method has a baseline present in the setting).
+    """
+    extra_scores, extra_labels = [], []
+    for (setting, method), cell in scores.groupby(["setting", "method"], sort=True):
+        baseline = subset_baseline(str(method))
+        if baseline is None:
+            continue
+        base = scores[(scores["setting"] == setting) & (scores["method"] == baseline)]
+        base = base[base["concept_id"].isin(set(cell["concept_id"]))]
+        if base.empty:
+            continue
+        name = subset_name(baseline, str(method))
+        extra_scores.append(base.assign(method=name))
+        if labels is not None and not labels.empty:
+            mine = labels[(labels["setting"] == setting) & (labels["method"] == baseline)]
+            extra_labels.append(mine.assign(method=name, label=name))
+    if not extra_scores:
+        return scores, labels
+    scores = pd.concat([scores, *extra_scores], ignore_index=True)
+    if extra_labels:
+        labels = pd.concat([labels, *extra_labels], ignore_index=True)
+    return scores, labels
 
 
 def judge_labels(summary: pd.DataFrame | None) -> pd.DataFrame:

@@ -1,8 +1,9 @@
 """Where each table-magnitude method's steering magnitudes came from, for the run card (protocol §3.7, [D 13]).
 
 The long leaderboard carries, per method and setting, the ``label``, ``magnitude_source`` and ``magnitude_ref`` of
-``steering_summary``. Methods whose magnitudes have a reference (the ``sae_table`` methods: SAE, SAE-A) get one
-run-card line per setting: the Neuronpedia table used (file, SHA-256, rows) or the AxBench max-act fallback and why.
+``steering_summary``. Methods whose magnitudes have a reference (the ``sae_table`` methods: SAE, SAE-A; a released dictionary steered with
+its own ``acts.json``) get one run-card line per setting: the table used (file, SHA-256, rows) or the AxBench max-act
+fallback and why.
 
 Example:
     >>> magnitudes_section(magnitude_rows(long))  # doctest: +SKIP
@@ -49,6 +50,8 @@ def magnitudes_section(rows: pd.DataFrame | None) -> list[str]:
         source, ref = rec["magnitude_source"], rec["magnitude_ref"]
         if source == "sae_table":
             text = f"Neuronpedia table {ref}"
+        elif source == "released_table":
+            text = f"the dictionary's own max_act table, {ref} (protocol §3.16)"
         elif source == "latent_eval":
             text = (
                 "AxBench max-act fallback (latent-eval rule: max over the concept's latent-eval rows, ≤ 0 → 50) — "

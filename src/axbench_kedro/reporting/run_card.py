@@ -268,6 +268,19 @@ def _method_notes_section(methods: Iterable[str]) -> list[str]:
     return ["## Method notes", "", *[f"- **{method_label(m)}**: {n}" for m, n in notes], ""]
 
 
+def _source_files_section(training_summary: pd.DataFrame | None) -> list[str]:
+    """One line per file a method read its rows from (``training_summary.source_files``), with its SHA-256."""
+    if training_summary is None or "source_files" not in training_summary.columns:
+        return []
+    lines = []
+    for rec in training_summary.to_dict("records"):
+        files = rec["source_files"] if isinstance(rec["source_files"], str) else ""
+        lines += [
+            f"- **{method_label(rec['method'])}**: `{f.strip()}`" for f in files.split(";") if f.strip()
+        ]
+    return ["## Method source files", "", *lines, ""] if lines else []
+
+
 def render_run_card(
     *,
     setting: str,
@@ -290,6 +303,7 @@ def render_run_card(
     suppression_board: pd.DataFrame | None = None,
     suppression_attacks: pd.DataFrame | None = None,
     suppression_sources: pd.DataFrame | None = None,
+    training_summary: pd.DataFrame | None = None,
 ) -> str:
     """Render the run card as Markdown (already passed through ``redact``).
 
@@ -315,6 +329,8 @@ def render_run_card(
             "Suppression" section says it was not run and gives the command; ``None`` leaves the section out.
         suppression_attacks: this setting's attack table (``reporting.suppression.attack_table``).
         suppression_sources: the suppression files read (``setting, dataset, version``), named in the section.
+        training_summary: ``training_summary``; its ``source_files`` (e.g. a released dictionary's files with their
+            SHA-256, protocol §3.16) are listed under "Method source files".
 
     Returns:
         The Markdown document.
@@ -343,6 +359,7 @@ def render_run_card(
     lines += detection_rater_section(detection_usage)
     lines += _method_notes_section(shown)
     lines += magnitudes_section(magnitudes)
+    lines += _source_files_section(training_summary)
     if suppression_board is not None:
         lines += suppression_section(
             suppression_board, suppression_attacks, setting=setting, sources=suppression_sources

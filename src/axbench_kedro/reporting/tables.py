@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from axbench_kedro.detection.summary import IMB_MISSING, IMB_NO_POOL, IMB_OPT_IN, IMB_SCORED, rated_by_llm
+from axbench_kedro.methods.registry import detection_reported
 from axbench_kedro.metrics.steering import overall_scores
 from axbench_kedro.metrics.steering import win_rates as steering_win_rates
 from axbench_kedro.reporting.leaderboard import AVG, require_columns
@@ -28,6 +29,7 @@ __all__ = [
     "USAGE_COLUMNS",
     "detection_markdown",
     "detection_table",
+    "reported_detection_rows",
     "fresh_judgements",
     "judge_health",
     "llm_usage",
@@ -77,6 +79,14 @@ def _with_avg(table: pd.DataFrame, value_columns: list[str], sort_by: str) -> pd
     out["_avg_last"] = out["setting"] == AVG
     out = out.sort_values(["_rank", "_avg_last", "setting"], kind="stable")
     return out.drop(columns=["_rank", "_avg_last"]).reset_index(drop=True)
+
+
+def reported_detection_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` without the rows of methods whose detection repeats another method's (``detection_reported``)."""
+    if frame.empty or "method" not in frame.columns:
+        return frame
+    keep = frame["method"].map(lambda m: detection_reported(str(m)))
+    return frame[keep.astype(bool)].reset_index(drop=True)
 
 
 def detection_table(latent_metrics: pd.DataFrame) -> pd.DataFrame:

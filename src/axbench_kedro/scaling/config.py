@@ -1,4 +1,11 @@
-"""``params:scaling``: which engine runs the sharded work (training today) and how it reaches its workers.
+"""``params:scaling``: which engine runs the sharded work and how it reaches its workers.
+
+Sharded under ``dask``: training (one concept group per task, :mod:`~axbench_kedro.scaling.training`), latent
+scoring of the ``activation``/``text``/``gradient`` methods (runs of the length-sorted batches,
+:mod:`~axbench_kedro.scaling.latent`) and steered generation (one generation batch per task,
+:mod:`~axbench_kedro.scaling.generation`). Judging, PromptDetection rating and the small nodes stay in the driver
+(see :mod:`axbench_kedro.steering.judging`). Each worker loads the target model once; the driver alone writes the
+caches and the catalog outputs, so results equal the sequential run's.
 
 Example:
     >>> ScalingParams().engine

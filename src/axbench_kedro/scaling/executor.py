@@ -1,8 +1,11 @@
 """One small interface for running independent shards: in this process, or on Dask distributed workers.
 
-A shard is any picklable value; ``fn`` a module-level function (Dask ships both to a worker process). Results
-come back in shard order whatever order the workers finish in; ``on_done`` sees each result as soon as it is in,
-so callers can persist finished shards before the last one ends.
+A shard is any picklable value; ``fn`` a module-level function (Dask ships both to a worker process). What every
+shard needs (a model spec, artifacts) goes in ``common``: ``fn(common, shard)`` is called, and Dask ships
+``common`` to each worker once instead of once per shard. Results come back in shard order whatever order the
+workers finish in; ``on_done`` sees each result as soon as it is in, so callers can persist finished shards
+before the last one ends. A gathered result is released on the cluster at once, so a worker that dies later
+never makes Dask recompute a finished shard.
 
 Example:
     >>> with make_executor(ScalingParams(engine="dask", n_workers=2), gpu=False) as ex:
@@ -21,12 +24,14 @@ from typing import Any, TypeVar
 from axbench_kedro.errors import AxbenchConfigError
 from axbench_kedro.scaling.config import ScalingParams
 
-__all__ = ["ShardExecutor", "SequentialExecutor", "DaskExecutor", "make_executor"]
+__all__ = ["ShardExecutor", "SequentialExecutor", "DaskExecutor", "LazyExecutor", "make_executor"]
 
 log = logging.getLogger(__name__)
 
 S = TypeVar("S")
 R = TypeVar("R")
+
+_NO_COMMON: Any = object()
 
 
 class ShardExecutor(ABC):
@@ -35,15 +40,22 @@ class ShardExecutor(ABC):
     #: ``True`` when shards leave this process (callers then ship what a worker needs with the shard).
     distributed: bool = False
 
+    @property
+    def n_workers(self) -> int:
+        """Workers that run shards at the same time (callers size their shards with it)."""
+        return 1
+
     @abstractmethod
     def map(
         self,
-        fn: Callable[[S], R],
+        fn: Callable[..., R],
         shards: Sequence[S],
         *,
+        common: Any = _NO_COMMON,
         on_done: Callable[[int, R], None] | None = None,
     ) -> list[R]:
-        """``[fn(s) for s in shards]``, in shard order; ``on_done(index, result)`` as each shard finishes."""
+        """``[fn(s) for s in shards]`` (``fn(common, s)`` when ``common`` is given), in shard order;
+        ``on_done(index, result)`` as each shard finishes."""
 
     def close(self) -> None:  # noqa: B027 (optional hook: most executors hold nothing)
         """Release workers (nothing to do by default)."""
@@ -60,14 +72,15 @@ class SequentialExecutor(ShardExecutor):
 
     def map(
         self,
-        fn: Callable[[S], R],
+        fn: Callable[..., R],
         shards: Sequence[S],
         *,
+        common: Any = _NO_COMMON,
         on_done: Callable[[int, R], None] | None = None,
     ) -> list[R]:
         out: list[R] = []
         for i, shard in enumerate(shards):
-            out.append(fn(shard))
+            out.append(fn(shard) if common is _NO_COMMON else fn(common, shard))
             if on_done is not None:
                 on_done(i, out[-1])
         return out
@@ -144,20 +157,34 @@ class DaskExecutor(ShardExecutor):
             Client(cluster, set_as_default=False), retries=retries, resources=resources, cluster=cluster
         )
 
+    @property
+    def n_workers(self) -> int:
+        return max(1, len(self.client.scheduler_info().get("workers", {})))
+
     def map(
         self,
-        fn: Callable[[S], R],
+        fn: Callable[..., R],
         shards: Sequence[S],
         *,
+        common: Any = _NO_COMMON,
         on_done: Callable[[int, R], None] | None = None,
     ) -> list[R]:
         from distributed import as_completed
 
         run = uuid.uuid4().hex[:8]
         name = getattr(getattr(fn, "func", fn), "__name__", "shard")
+        # broadcast: a copy on every worker, so a dying worker loses no input; hash=False: tokenizing a large
+        # `common` (artifacts, vectors) would cost more than shipping it
+        lead = () if common is _NO_COMMON else (self.client.scatter(common, hash=False, broadcast=True),)
         futures = [
             self.client.submit(
-                fn, shard, key=f"{name}-{run}-{i}", pure=False, retries=self.retries, resources=self.resources
+                fn,
+                *lead,
+                shard,
+                key=f"{name}-{run}-{i}",
+                pure=False,
+                retries=self.retries,
+                resources=self.resources,
             )
             for i, shard in enumerate(shards)
         ]
@@ -167,16 +194,55 @@ class DaskExecutor(ShardExecutor):
             for future in as_completed(futures, loop=self.client.loop):
                 i = index[future.key]
                 out[i] = future.result()
+                future.release()  # the cluster forgets it: a later worker death cannot recompute it
                 if on_done is not None:
                     on_done(i, out[i])
         finally:
             self.client.cancel([f for f in futures if not f.done()])
+            for f in lead:
+                f.release()
         return out
 
     def close(self) -> None:
         self.client.close()
         if self._cluster is not None:
             self._cluster.close()
+
+
+class LazyExecutor(ShardExecutor):
+    """The executor ``params`` asks for, started on the first :meth:`map` (a fully cached rerun starts no cluster).
+
+    Raises:
+        AxbenchConfigError: from the first ``map``, when ``scaling.scheduler_address`` cannot be reached.
+    """
+
+    def __init__(self, params: ScalingParams, *, gpu: bool) -> None:
+        self.params, self.gpu, self._inner = params, gpu, None
+        self.distributed = params.engine != "sequential"
+
+    def _started(self) -> ShardExecutor:
+        if self._inner is None:
+            self._inner = make_executor(self.params, gpu=self.gpu)
+        return self._inner
+
+    @property
+    def n_workers(self) -> int:
+        return self._started().n_workers
+
+    def map(
+        self,
+        fn: Callable[..., R],
+        shards: Sequence[S],
+        *,
+        common: Any = _NO_COMMON,
+        on_done: Callable[[int, R], None] | None = None,
+    ) -> list[R]:
+        return self._started().map(fn, shards, common=common, on_done=on_done)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+            self._inner = None
 
 
 def _gpu_count() -> int:

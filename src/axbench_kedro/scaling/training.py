@@ -35,6 +35,7 @@ from axbench_kedro.methods.base import ConceptData, Method, PreferenceData
 from axbench_kedro.methods.sae_file import SAESource
 from axbench_kedro.methods.trainer import TrainOptions, _Resources, _train_group
 from axbench_kedro.scaling.executor import ShardExecutor
+from axbench_kedro.scaling.worker import worker_model
 
 __all__ = [
     "TrainJob",
@@ -172,19 +173,6 @@ def _to(obj: Any, device: torch.device) -> Any:
     return obj
 
 
-def _worker_spec(spec: ModelSpec) -> ModelSpec:
-    """``spec`` pinned to this worker's GPU on a multi-GPU machine (``LocalCluster`` names workers 0, 1, …)."""
-    if not torch.cuda.is_available() or spec.device not in ("auto", "cuda") or torch.cuda.device_count() < 2:
-        return spec
-    try:
-        from distributed import get_worker
-
-        index = int(get_worker().name) % torch.cuda.device_count()
-    except (ValueError, TypeError):  # a named worker: use its first visible GPU (CUDA_VISIBLE_DEVICES)
-        index = 0
-    return spec.model_copy(update={"device": f"cuda:{index}"})
-
-
 class _WorkerState:
     """One run's reusable pieces in a worker process (replaced when another run's shard arrives)."""
 
@@ -211,12 +199,9 @@ def _state(run_id: str) -> _WorkerState:
 
 def train_shard(job: TrainJob, shard: TrainShard) -> ShardResult:
     """Train one concept group on this process's copy of the target model (the Dask task)."""
-    from axbench_kedro.lm.loading import load_target_model
     from axbench_kedro.methods.registry import get_method
 
-    if job.torch_threads and torch.get_num_threads() != job.torch_threads:
-        torch.set_num_threads(job.torch_threads)
-    tm = load_target_model(_worker_spec(job.spec))
+    tm = worker_model(job.spec, job.torch_threads)
     state = _state(job.run_id)
     runnable = [(get_method(name), hp) for name, hp in job.methods]
     active = [(m, hp) for m, hp in runnable if shard.pending.get(m.name)]
@@ -289,7 +274,10 @@ def train_groups_sharded(
     """
     shards = plan_shards(concepts, groups, runnable, results, preferences)
     if shards is None:
-        log.warning("training: cached concepts differ in their pending methods; training this run in-process")
+        log.warning(
+            "training: concepts differ in their pending methods (a partial cache or a method's concept limit); "
+            "training this run in-process"
+        )
         return None
     job = TrainJob(
         run_id=uuid.uuid4().hex,

@@ -1,5 +1,13 @@
 """Judging steered generations with the configured judge, and reporting its unparsable replies.
 
+Judging stays in the driver process under ``scaling.engine: dask`` too (only training, latent scoring and
+generation are sharded). The LLM judge is I/O-bound: its async client already keeps many calls in flight, the
+provider's rate limit is per key (more processes do not raise it), the LLM cache and ledger live in this process,
+and a worker killed after its calls were billed but before its replies were gathered would have them retried and
+billed twice. The rule and proxy judges are cheap next to generation (the proxy judge's fluency is the
+``perplexity_conditional`` generation already measured). Judgements are a function of the generations, so equal
+generations from the two engines give equal judgements.
+
 Example:
     >>> judgements, usage = judge_generations(generations, prompts, params.judge, resources)  # doctest: +SKIP
 """

@@ -6,6 +6,10 @@ methods have no vector and no strength: they generate ``prompt_replicates`` unit
 input, and the factor rows of the grid share them (replicate ``i mod r`` stands for factor ``i``). Factor-free
 adapter methods (LoRA, LoReFT: :class:`~axbench_kedro.methods.adapters.AdapterMethod`) generate the same way but from
 the plain ``input``, inside their concept's ``adapter`` (the plan's :attr:`MethodPlan.adapter`).
+A per-prompt method (HyperSteer: v(c, x), :attr:`~axbench_kedro.methods.base.Method.per_prompt_vectors`) gets its
+vectors when the units are known: :func:`plan_units` computes every (concept, prompt) pair's vector in one batched
+pass, each unit steers with its own row (:meth:`MethodPlan.row_of`) and carries its own ``vector_sha`` (so cached
+generations are keyed by the per-prompt vector); its plan covers only the concepts its artifact evaluates.
 
 Example:
     >>> plans = steering_plans(["DiffMean", "Prompt"], artifacts, max_activations, params, layer=9, tm=tm,
@@ -63,6 +67,12 @@ class MethodPlan:
         adapter: factor-free adapter methods only: concept_id → a context manager inside which the target model
             carries that concept's adapter (units then use the plain ``input``, batches hold one concept each).
         adapter_shas: concept_id → hash of that concept's adapter (its units' ``vector_sha``).
+        adapter_artifact: the artifact ``adapter`` applies (a Dask worker rebuilds ``adapter`` from it).
+        covered: the concepts the method is evaluated on (HyperSteer: its held-out concepts); ``None`` = all.
+        prompt_rows: per-prompt methods (v(c, x), HyperSteer): (concept_id, prompt) → row of ``vectors``, filled by
+            :meth:`prepare_prompt_vectors` (``rows`` is then unused).
+        prompt_vector_fn: per-prompt methods: ``(concept_ids, prompts) → [n, d]`` vectors in one batched pass
+            (not an init field: a copy made with ``dataclasses.replace`` keeps the vectors, not the model).
     """
 
     method: str
@@ -75,7 +85,13 @@ class MethodPlan:
     concept_factors: dict[int, list[float]] | None = None
     adapter: Callable[[int], AbstractContextManager[None]] | None = None
     adapter_shas: dict[int, str] = field(default_factory=dict)
-    _vector_sha: dict[int, str] = field(default_factory=dict, repr=False)
+    adapter_artifact: MethodArtifact | None = None
+    covered: frozenset[int] | None = None
+    prompt_rows: dict[tuple[int, str], int] = field(default_factory=dict)
+    prompt_vector_fn: Callable[[list[int], list[str]], torch.Tensor] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _vector_sha: dict[Any, str] = field(default_factory=dict, repr=False)
 
     def factors_of(self, concept_id: int) -> list[float]:
         """The factors of one concept: its ``concept_factors`` entry when there is one, else ``factors``."""
@@ -89,17 +105,43 @@ class MethodPlan:
             return float(self.strength_fn(concept_id, factor))
         return float(factor) * self.magnitudes[concept_id]
 
-    def vector_sha(self, concept_id: int) -> str:
-        """SHA-256 of the concept's float32 vector bytes (its adapter's hash for an adapter method, ``"none"`` for
-        another factor-free method)."""
+    def prepare_prompt_vectors(self, pairs: Iterable[tuple[int, str]]) -> None:
+        """Per-prompt methods: compute v(c, x) of the (concept_id, prompt) pairs not computed yet, in one pass."""
+        new = [p for p in dict.fromkeys((int(c), str(x)) for c, x in pairs) if p not in self.prompt_rows]
+        if not new or self.prompt_vector_fn is None:
+            return
+        vecs = (
+            self.prompt_vector_fn([c for c, _ in new], [x for _, x in new]).detach().to(torch.float32).cpu()
+        )
+        if vecs.shape[0] != len(new) or (
+            self.vectors is not None and vecs.shape[1:] != self.vectors.shape[1:]
+        ):
+            raise AxbenchConfigError(
+                f"{self.method}: per-prompt vectors of shape {list(vecs.shape)} for {len(new)} pairs"
+            )
+        first = 0 if self.vectors is None else len(self.vectors)
+        self.vectors = vecs if self.vectors is None else torch.cat([self.vectors, vecs])
+        self.prompt_rows.update({p: first + i for i, p in enumerate(new)})
+
+    def row_of(self, concept_id: int, prompt: str) -> int:
+        """The row of ``vectors`` a unit steers with (per (concept, prompt) for per-prompt methods)."""
+        if self.prompt_rows:
+            return self.prompt_rows[(int(concept_id), str(prompt))]
+        return self.rows[int(concept_id)]
+
+    def vector_sha(self, concept_id: int, prompt: str | None = None) -> str:
+        """SHA-256 of the unit's float32 vector bytes (per (concept, prompt) for a per-prompt method; its adapter's
+        hash for an adapter method, ``"none"`` for another factor-free method)."""
         if self.adapter is not None:
             return self.adapter_shas[int(concept_id)]
         if self.vectors is None:
             return "none"
-        if concept_id not in self._vector_sha:
-            vec = self.vectors[self.rows[concept_id]].detach().to(torch.float32).cpu().contiguous()
-            self._vector_sha[concept_id] = hashlib.sha256(vec.numpy().tobytes()).hexdigest()
-        return self._vector_sha[concept_id]
+        key: Any = (int(concept_id), str(prompt)) if self.prompt_rows else int(concept_id)
+        if key not in self._vector_sha:
+            row = self.prompt_rows[key] if self.prompt_rows else self.rows[key]
+            vec = self.vectors[row].detach().to(torch.float32).cpu().contiguous()
+            self._vector_sha[key] = hashlib.sha256(vec.numpy().tobytes()).hexdigest()
+        return self._vector_sha[key]
 
 
 def magnitudes_for(
@@ -180,20 +222,69 @@ def steering_plans(
             raise AxbenchConfigError(
                 f"run.layer: steering layer {layer} differs from the layer {trained_layer} {name} was trained on"
             )
+        if method.per_prompt_vectors:
+            plans.append(
+                _prompt_plan(method, name, factors, artifact, max_activations, tm, layer, concept_ids)
+            )
+            continue
         vectors = method.steering_vectors(artifact).detach().to(torch.float32).cpu()
         if vectors.ndim != 2 or vectors.shape[1] != tm.d_model:
             raise AxbenchConfigError(
                 f"method_artifacts[{name}]: steering vectors of shape {list(vectors.shape)} do not fit the target "
                 f"model's width {tm.d_model}"
             )
-        index = artifact.rows_of(concept_ids).tolist()
-        rows = {int(c): int(i) for c, i in zip(concept_ids, index, strict=True)}
+        subset = method.steering_subset(artifact)
+        ids = [int(c) for c in concept_ids if subset is None or int(c) in subset]
+        if subset is not None:
+            log.info(
+                "steering_eval: %s steers %d of %d concepts (its own filter)",
+                name,
+                len(ids),
+                len(concept_ids),
+            )
+        index = artifact.rows_of(ids).tolist()
+        rows = {c: int(i) for c, i in zip(ids, index, strict=True)}
         plans.append(
             MethodPlan(
-                name, False, factors, vectors, rows, magnitudes_for(method, max_activations, concept_ids)
+                name,
+                False,
+                factors,
+                vectors,
+                rows,
+                magnitudes_for(method, max_activations, ids),
+                covered=frozenset(ids) if subset is not None else None,
             )
         )
     return plans
+
+
+def _prompt_plan(
+    method: Method,
+    name: str,
+    factors: list[float],
+    artifact: MethodArtifact,
+    max_activations: pd.DataFrame,
+    tm: TargetModel,
+    layer: int,
+    concept_ids: Sequence[int],
+) -> MethodPlan:
+    """The plan of a per-prompt method (v(c, x)) over the concepts its artifact covers; the vectors are computed
+    when the units are known (:func:`plan_units`)."""
+    covered = [int(c) for c in concept_ids if int(c) in set(artifact.concept_ids)]
+    if len(covered) < len(concept_ids):
+        log.info("steering_eval: %s steers its %d evaluated (held-out) concepts", name, len(covered))
+    plan = MethodPlan(
+        name,
+        False,
+        factors,
+        rows={c: int(r) for c, r in zip(covered, artifact.rows_of(covered).tolist(), strict=True)},
+        magnitudes=magnitudes_for(method, max_activations, covered),
+        covered=frozenset(covered),
+    )
+    plan.prompt_vector_fn = lambda cids, prompts: method.prompt_steering_vectors(
+        artifact, tm, layer, cids, prompts
+    )
+    return plan
 
 
 def _adapter_plan(
@@ -211,7 +302,12 @@ def _adapter_plan(
     if not artifact.ok:
         log.warning("steering_eval: %s skipped (%s)", name, artifact.skip_reason or artifact.status)
         return None
-    ids = [int(c) for c in concept_ids]
+    untrained = {
+        int(c) for c in artifact.meta.get("skipped_concept_ids", [])
+    }  # past the method's concept limit
+    ids = [int(c) for c in concept_ids if int(c) not in untrained]
+    if len(ids) < len(concept_ids):
+        log.info("steering_eval: %s steers the %d concepts it was trained on (concept limit)", name, len(ids))
     index = artifact.rows_of(ids).tolist()
 
     def adapter(concept_id: int) -> AbstractContextManager[None]:
@@ -225,6 +321,7 @@ def _adapter_plan(
         magnitudes=dict.fromkeys(ids, 1.0),
         adapter=adapter,
         adapter_shas={c: method.adapter_sha(artifact, c) for c in ids},
+        adapter_artifact=artifact,
     )
 
 
@@ -242,8 +339,18 @@ def plan_units(plan: MethodPlan, prompts: pd.DataFrame, replicates: int) -> tupl
         output keys, ``strength`` (NaN when factor-free) and ``unit``.
     """
     out_rows, units = [], []
+    if plan.prompt_vector_fn is not None:  # per-prompt vectors: all of them in one batched pass
+        plan.prepare_prompt_vectors(
+            (c, x)
+            for c, x in zip(prompts["concept_id"], prompts["input"], strict=True)
+            if plan.covered is None or int(c) in plan.covered
+        )
     for rec in prompts.itertuples(index=False):
         cid = int(rec.concept_id)
+        if plan.adapter is not None and cid not in plan.adapter_shas:
+            continue  # a concept the adapter method was not trained on
+        if plan.covered is not None and cid not in plan.covered:
+            continue  # a concept the method is not evaluated on (HyperSteer: not held out)
         base = {"dataset_name": rec.dataset_name, "concept_id": cid, "input_id": int(rec.input_id)}
         if plan.factor_free:
             first = len(units)
@@ -262,7 +369,7 @@ def plan_units(plan: MethodPlan, prompts: pd.DataFrame, replicates: int) -> tupl
                     {**base, "factor": float(f), "strength": float("nan"), "unit": first + i % replicates}
                 )
         else:
-            sha = plan.vector_sha(cid)
+            sha = plan.vector_sha(cid, rec.input)
             for f in plan.factors_of(cid):
                 strength = plan.strength(cid, float(f))
                 out_rows.append({**base, "factor": float(f), "strength": strength, "unit": len(units)})

@@ -5,7 +5,9 @@ and factors (per-row vectors and strengths). A batch's seed is a hash of the run
 sampler is seeded from the batch seed and the row's position (``lm.generation.row_seed``), so generations are
 reproducible. Each finished batch is written to the generation cache at once under a content key (model, layer,
 prompt, vector hash, strength, seed, sampling parameters, max_new_tokens); a rerun — after a kill, or unchanged —
-generates only what is missing.
+generates only what is missing. With a distributed executor (``scaling.engine: dask``) the missing batches — the
+same batches, with the same seeds — run on Dask workers and this process writes each one to the cache as it
+returns (:mod:`axbench_kedro.scaling.generation`).
 
 With ``compute_perplexity`` every generation gets two perplexities under the unsteered model (protocol §5.9
 [D 28]): ``perplexity`` (upstream's: prompt + generation decoded with special tokens skipped, re-tokenized with BOS;
@@ -30,7 +32,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -41,12 +43,18 @@ from axbench_kedro.config.steering_eval import SteeringEvalParams
 from axbench_kedro.lm.types import TargetModel
 from axbench_kedro.steering.plans import MethodPlan, plan_units, steering_plans
 
+if TYPE_CHECKING:
+    from axbench_kedro.scaling.executor import ShardExecutor
+
 __all__ = [
     "CACHE_VERSION",
     "GENERATION_COLUMNS",
     "PPL_CONDITIONAL",
     "PPL_SEQUENCE",
     "GenerationStats",
+    "BatchWork",
+    "BatchResult",
+    "run_batch",
     "generate_plans",
     "generate_steering_rows",
 ]
@@ -157,7 +165,7 @@ def _generate_batch(rt: _Runtime, plan: MethodPlan, units: pd.DataFrame, batch: 
             return rt.sample_fn(rt.tm, prompts, **common)
     if plan.vectors is None:
         return rt.sample_fn(rt.tm, prompts, **common)
-    rows = [plan.rows[int(units.at[u, "concept_id"])] for u in batch]
+    rows = [plan.row_of(int(units.at[u, "concept_id"]), units.at[u, "prompt"]) for u in batch]
     strengths = torch.tensor([units.at[u, "strength"] for u in batch], dtype=torch.float32)
     return rt.generate_fn(rt.tm, prompts, plan.vectors[rows], strengths, rt.layer, **common)
 
@@ -176,6 +184,7 @@ def generate_plans(
     perplexity_fn: Callable[..., list[float]] | None = None,
     sequence_perplexity_fn: Callable[..., list[float]] | None = None,
     stats: GenerationStats | None = None,
+    executor: ShardExecutor | None = None,
 ) -> pd.DataFrame:
     """Generate (or read from the cache) every row of every plan; returns ``steering_generations``.
 
@@ -192,6 +201,9 @@ def generate_plans(
             (``perplexity_conditional``) and ``lm.scoring.sequence_perplexities`` (``perplexity``) (tests,
             benchmarks).
         stats: filled with counts and timings when given.
+        executor: a distributed executor runs the batches the cache lacks on its workers
+            (:mod:`axbench_kedro.scaling.generation`; the same batches, seeds and generations); this process
+            alone writes the cache, as each batch comes back. Ignored with replacement functions.
     """
     from axbench_kedro.lm.generation import row_seed, sample_generate
     from axbench_kedro.lm.scoring import perplexities, sequence_perplexities
@@ -215,60 +227,135 @@ def generate_plans(
     planned = [
         (plan, *plan_units(plan, unique_prompts, params.generation.prompt_replicates)) for plan in plans
     ]
-    frames = []
+    results: list[dict[int, dict[str, Any]]] = [{} for _ in planned]
+    work: list[BatchWork] = []
+    for index, (plan, units, rows) in enumerate(planned):
+        payloads = _unit_payloads(units, tm, layer, params)
+        prompt_of_unit = rows.drop_duplicates("unit").set_index("unit")[keys]
+        for batch in _batches(units, tm, params.generation.batch_size, plan.adapter is not None):
+            batch_seed, cache_keys = _batch_keys(payloads, batch, seed)
+            stored = {k: _migrated(v) for k, v in cache.get_many(cache_keys).items()}
+            complete = len(stored) == len(batch)  # a batch is written in one transaction: all or nothing
+            stats.cached += len(batch) if complete else 0
+            if complete and not (params.compute_perplexity and _lacks_perplexity(params, stored.values())):
+                results[index].update(zip(batch, (stored[k] for k in cache_keys), strict=True))
+                continue
+            work.append(
+                BatchWork(
+                    plan_index=index,
+                    batch=batch,
+                    seed=batch_seed,
+                    keys=cache_keys,
+                    stored=stored if complete else None,
+                    inputs=[ppl_prompt[tuple(prompt_of_unit.loc[u])] for u in batch],
+                    prompts=[units.at[u, "prompt"] for u in batch],
+                )
+            )
     start = time.perf_counter()
     with tqdm(total=sum(len(u) for _, u, _ in planned), desc="steering generation", unit="row") as bar:
-        for plan, units, rows in planned:
-            payloads = _unit_payloads(units, tm, layer, params)
-            prompt_of_unit = rows.drop_duplicates("unit").set_index("unit")[keys]
-            results: dict[int, dict[str, Any]] = {}
-            for batch in _batches(units, tm, params.generation.batch_size, plan.adapter is not None):
-                batch_seed = int(content_key({"seed": seed, "units": [payloads[u] for u in batch]})[:15], 16)
-                cache_keys = [
-                    content_key({"v": CACHE_VERSION, **payloads[u], "seed": batch_seed, "position": p})
-                    for p, u in enumerate(batch)
-                ]
-                stored = {k: _migrated(v) for k, v in cache.get_many(cache_keys).items()}
-                if len(stored) < len(batch):  # a batch is written in one transaction: all or nothing
-                    gens = _generate_batch(rt, plan, units, batch, batch_seed)
-                    stored = {
-                        k: {
-                            "text": gen.text,
-                            "n_new_tokens": int(gen.n_new_tokens),
-                            "seed": row_seed(batch_seed, p),
-                        }
-                        for p, (k, gen) in enumerate(zip(cache_keys, gens, strict=True))
-                    }
-                    stats.generated += len(batch)
-                    stats.new_tokens += sum(int(gen.n_new_tokens) for gen in gens)
-                    if not params.compute_perplexity:
-                        cache.put_many(stored)
-                else:
-                    stats.cached += len(batch)
-                if params.compute_perplexity and _add_perplexities(
-                    rt,
-                    plan,
-                    stored,
-                    cache_keys,
-                    [ppl_prompt[tuple(prompt_of_unit.loc[u])] for u in batch],
-                    [units.at[u, "prompt"] for u in batch],
-                ):
-                    cache.put_many({k: stored[k] for k in cache_keys})
-                results.update(zip(batch, (stored[k] for k in cache_keys), strict=True))
-                bar.update(len(batch))
-                bar.set_postfix(
-                    rows_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.2f}", method=plan.method
-                )
-            frame = _generation_frame(rows, results)
-            if params.compute_perplexity:
-                _log_null_perplexities(frame, plan.method, stats)
-            frames.append(frame)
-            stats.units += len(units)
-            stats.rows += len(rows)
+        bar.update(sum(len(r) for r in results))
+
+        def done(i: int, out: BatchResult) -> None:
+            w = work[i]
+            if out.write:
+                cache.put_many(out.entries)  # only this process writes the cache, batch by batch
+            results[w.plan_index].update(zip(w.batch, (out.entries[k] for k in w.keys), strict=True))
+            stats.generated += out.generated
+            stats.new_tokens += out.new_tokens
+            bar.update(len(w.batch))
+            bar.set_postfix(
+                rows_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.2f}",
+                method=planned[w.plan_index][0].method,
+            )
+
+        custom = any(f is not None for f in (generate_fn, sample_fn, perplexity_fn, sequence_perplexity_fn))
+        if executor is not None and executor.distributed and work and not custom:
+            from axbench_kedro.scaling.generation import generate_batches_sharded
+
+            generate_batches_sharded(executor, work, planned, tm, params, layer, done)
+        else:
+            for i, w in enumerate(work):
+                plan, units, _ = planned[w.plan_index]
+                done(i, run_batch(rt, plan, units, w))
+    frames = []
+    for index, (plan, units, rows) in enumerate(planned):
+        frame = _generation_frame(rows, results[index])
+        if params.compute_perplexity:
+            _log_null_perplexities(frame, plan.method, stats)
+        frames.append(frame)
+        stats.units += len(units)
+        stats.rows += len(rows)
     stats.seconds = time.perf_counter() - start
     if not frames:
         return pd.DataFrame(columns=GENERATION_COLUMNS)
     return pd.concat(frames, ignore_index=True)
+
+
+def _batch_keys(payloads: list[dict], batch: list[int], seed: int) -> tuple[int, list[str]]:
+    """The batch seed (a hash of the run seed and the batch's units) and the cache key of each row."""
+    batch_seed = int(content_key({"seed": seed, "units": [payloads[u] for u in batch]})[:15], 16)
+    cache_keys = [
+        content_key({"v": CACHE_VERSION, **payloads[u], "seed": batch_seed, "position": p})
+        for p, u in enumerate(batch)
+    ]
+    return batch_seed, cache_keys
+
+
+def _lacks_perplexity(params: SteeringEvalParams, entries: Any) -> bool:
+    """Whether some cache entry lacks a perplexity this run computes."""
+    return any(
+        PPL_CONDITIONAL not in e or (params.sequence_perplexity and PPL_SEQUENCE not in e) for e in entries
+    )
+
+
+@dataclass
+class BatchWork:
+    """A batch the cache cannot serve whole: its rows to generate, or (``stored``) perplexities to add.
+
+    Attributes:
+        plan_index: the batch's plan (position in the run's plans).
+        batch: unit indices of that plan, in batch order.
+        seed: the batch seed.
+        keys: each row's cache key.
+        stored: the cached entries when every row's text is cached (``None``: generate the batch).
+        inputs: each row's unsteered ``input`` (the context of ``perplexity_conditional``).
+        prompts: the prompt each row is generated from.
+    """
+
+    plan_index: int
+    batch: list[int]
+    seed: int
+    keys: list[str]
+    stored: dict[str, dict[str, Any]] | None
+    inputs: list[str]
+    prompts: list[str]
+
+
+@dataclass
+class BatchResult:
+    """What :func:`run_batch` made: the batch's cache entries by key, whether to write them, and counts."""
+
+    entries: dict[str, dict[str, Any]]
+    write: bool
+    generated: int
+    new_tokens: int
+
+
+def run_batch(rt: _Runtime, plan: MethodPlan, units: pd.DataFrame, work: BatchWork) -> BatchResult:
+    """Generate one batch (unless its texts are cached) and add the perplexities its entries lack."""
+    stored, generated, new_tokens = work.stored, 0, 0
+    if stored is None:
+        gens = _generate_batch(rt, plan, units, work.batch, work.seed)
+        stored = {
+            k: {"text": gen.text, "n_new_tokens": int(gen.n_new_tokens), "seed": rt.row_seed(work.seed, p)}
+            for p, (k, gen) in enumerate(zip(work.keys, gens, strict=True))
+        }
+        generated, new_tokens = len(work.batch), sum(int(gen.n_new_tokens) for gen in gens)
+    stored = dict(stored)
+    added = rt.params.compute_perplexity and _add_perplexities(
+        rt, plan, stored, work.keys, work.inputs, work.prompts
+    )
+    return BatchResult(stored, bool(generated or added), generated, new_tokens)
 
 
 def _migrated(entry: dict[str, Any]) -> dict[str, Any]:
@@ -350,6 +437,7 @@ def generate_steering_rows(
     seed: int,
     plan_builder: Callable[..., list[MethodPlan]] = steering_plans,
     label: str = "steering",
+    executor: ShardExecutor | None = None,
 ) -> pd.DataFrame:
     """``steering_generations`` of every steering method of ``params.methods`` for every prompt row.
 
@@ -366,6 +454,7 @@ def generate_steering_rows(
         layer: steered block.
         seed: run seed.
         plan_builder: builds the plans (signature of :func:`steering_plans`).
+        executor: runs the batches the cache lacks (Dask workers when distributed; in-process when ``None``).
         label: names the stage in the log line.
     """
     concept_ids = sorted(int(c) for c in steering_prompts["concept_id"].unique())
@@ -379,7 +468,9 @@ def generate_steering_rows(
         concept_ids=concept_ids,
     )
     stats = GenerationStats()
-    out = generate_plans(plans, steering_prompts, tm, cache, params, layer=layer, seed=seed, stats=stats)
+    out = generate_plans(
+        plans, steering_prompts, tm, cache, params, layer=layer, seed=seed, stats=stats, executor=executor
+    )
     log.info(
         "%s generation: %d rows of %d methods from %d generations (%d new, %d cached), %d new tokens in "
         "%.1f s; %d rows without perplexity_conditional (empty generation)",

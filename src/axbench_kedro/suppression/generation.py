@@ -69,7 +69,8 @@ def suppression_plans(
             continue
         method = get_method(plan.method)
         if method.suppression_intervention == "addition":
-            biases = torch.zeros(len(plan.vectors))  # type: ignore[arg-type]
+            # b is ignored; one zero per artifact row (per-prompt plans compute their vectors later)
+            biases = torch.zeros(1 + max(plan.rows.values(), default=0))
         else:
             biases = method.suppression_biases(resolve_artifact(method_artifacts[plan.method]))
         plan.strength_fn = _strength_fn(method, plan, biases)

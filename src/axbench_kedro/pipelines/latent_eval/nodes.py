@@ -2,7 +2,8 @@
 
 * :func:`sample_imbalance_negatives` — the shared 1:100 negative pool (§1.8).
 * :func:`score_model_methods` — every ``activation`` method in one truncated forward pass plus the ``text``
-  methods (BoW); pool rows are scored against every concept in the same pass.
+  methods (BoW); pool rows are scored against every concept in the same pass. With ``scaling.engine: dask`` the
+  pass's batches are spread over Dask workers (:mod:`axbench_kedro.scaling.latent`, the same scores).
 * :func:`score_prompt_detection` — the ``llm`` methods (PromptDetection), rated by the target model
   (``detection_rater_llm``); the 1:100 pool too when opted in [D 32].
 * :func:`merge_latent_scores`, :func:`compute_latent_metrics`, :func:`compute_max_activations`,
@@ -14,6 +15,7 @@ The logic lives in :mod:`axbench_kedro.detection`; the nodes adapt catalog data 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -31,6 +33,9 @@ from axbench_kedro.detection.sae_max_act import SAEMaxActTable
 from axbench_kedro.detection.summary import latent_metrics_frame, magnitude_table
 from axbench_kedro.lm.types import TargetModel
 from axbench_kedro.methods.base import MethodArtifact
+from axbench_kedro.scaling.config import ScalingParams
+from axbench_kedro.scaling.executor import LazyExecutor
+from axbench_kedro.scaling.latent import score_model_outputs_sharded
 
 __all__ = [
     "sample_imbalance_negatives",
@@ -64,8 +69,12 @@ def score_model_methods(
     latent_cache: Any,
     run: RunSettings,
     latent_eval: LatentEvalParams,
+    scaling: ScalingParams | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Scores of every ``activation``, ``text`` and ``gradient`` method on the latent-eval rows and negative pool.
+
+    With ``scaling.engine: dask`` (``None``: sequential) the rows are scored as shards on Dask workers, with the
+    in-process scores; an unchanged rerun reads them from ``latent_cache`` without starting a cluster.
 
     Returns:
         ``(scores, imbalance_scores)``: §1.7 long rows (``max_act`` rounded to 3 decimals) and
@@ -78,15 +87,22 @@ def score_model_methods(
         log_skipped=True,
         kinds=("activation", "text", "gradient"),
     )
-    return cached_model_scores(
-        data,
-        imbalance_negatives,
-        arts,
-        target_model,
-        layer=run.layer,
-        params=latent_eval,
-        cache=latent_cache if latent_eval.use_cache else None,
-    )
+    cache = latent_cache if latent_eval.use_cache else None
+    if scaling is None or scaling.engine == "sequential":
+        return cached_model_scores(
+            data, imbalance_negatives, arts, target_model, layer=run.layer, params=latent_eval, cache=cache
+        )
+    with LazyExecutor(scaling, gpu=target_model.device.type == "cuda") as executor:
+        return cached_model_scores(
+            data,
+            imbalance_negatives,
+            arts,
+            target_model,
+            layer=run.layer,
+            params=latent_eval,
+            cache=cache,
+            score_fn=partial(score_model_outputs_sharded, executor),
+        )
 
 
 def score_prompt_detection(

@@ -29,6 +29,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "latent_cache",
                     "params:run",
                     "params:latent_eval",
+                    "params:scaling",
                 ],
                 outputs=["latent_model_scores", "imbalance_scores"],
                 name="score_model_methods",

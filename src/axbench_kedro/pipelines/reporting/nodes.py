@@ -69,10 +69,14 @@ def combine_settings(
 def make_leaderboard(
     selection: pd.DataFrame, summary: pd.DataFrame, params: ReportingParams, run: RunSettings
 ) -> pd.DataFrame:
-    """Long leaderboard (§1.16): Overall Score and bootstrap CI per method and setting, plus Avg rows."""
+    """Long leaderboard (§1.16): Overall Score and bootstrap CI per method and setting, plus Avg rows (and each
+    subset method's baseline on its concepts, e.g. SAE on SAE (filtered)'s kept concepts, §3.15)."""
+    scores, labels = lb.with_subset_baselines(
+        lb.concept_scores(selection, params.steering_dataset), lb.judge_labels(summary)
+    )
     return lb.build_leaderboard(
-        lb.concept_scores(selection, params.steering_dataset),
-        lb.judge_labels(summary),
+        scores,
+        labels,
         n_resamples=params.n_resamples,
         confidence=params.confidence,
         seed=run.seed,
@@ -89,8 +93,9 @@ def format_leaderboard(leaderboard: pd.DataFrame, params: ReportingParams) -> tu
 
 
 def make_detection_tables(latent_metrics: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """Detection table per method and setting (balanced and 1:100 metrics) and its Markdown rendering."""
-    table = tables.detection_table(latent_metrics)
+    """Detection table per method and setting (balanced and 1:100 metrics) and its Markdown rendering (methods whose
+    detection repeats another's, e.g. SAE (filtered), are left out)."""
+    table = tables.detection_table(tables.reported_detection_rows(latent_metrics))
     return table, tables.detection_markdown(table)
 
 
@@ -115,8 +120,9 @@ def make_steering_tables(
 
 
 def plot_mean_roc(latent_scores: pd.DataFrame, params: ReportingParams, run: RunSettings) -> Figure:
-    """Mean ROC curve per method of this setting."""
-    return plots.mean_roc_figure(plots.mean_roc_curves(latent_scores, params.roc_grid_points), run.setting)
+    """Mean ROC curve per method of this setting (the methods of the detection table)."""
+    rows = tables.reported_detection_rows(latent_scores)
+    return plots.mean_roc_figure(plots.mean_roc_curves(rows, params.roc_grid_points), run.setting)
 
 
 def plot_score_vs_factor(
@@ -168,13 +174,15 @@ def make_run_card(
     prompt_steering_texts: pd.DataFrame | None = None,
     latent_eval_llm_usage: pd.DataFrame | None = None,
     suppression_results: dict[str, pd.DataFrame] | None = None,
+    training_summary: pd.DataFrame | None = None,
 ) -> str:
     """The run card (§1.17) as Markdown.
 
     ``prompt_steering_texts`` gives the P1 call's token cap (labelled when set) and the replies cut at it [D 31];
     ``leaderboard`` the methods and, per SAE method and setting, where its magnitudes came from [D 13];
     ``latent_eval_llm_usage`` PromptDetection's rater and its 1:100 opt-in [D 32]; ``suppression_results`` (every
-    setting's suppression files, filtered here to this setting) the "Suppression" section (§7 item 5).
+    setting's suppression files, filtered here to this setting) the "Suppression" section (§7 item 5);
+    ``training_summary`` the files (with SHA-256) that methods read their rows from (§3.16).
     """
     sup_selection, sup_summary, attacks, sup_sources = suppression.setting_results(
         suppression_results, run.setting
@@ -208,4 +216,5 @@ def make_run_card(
         suppression_board=board,
         suppression_attacks=suppression.attack_table(attacks),
         suppression_sources=sup_sources,
+        training_summary=training_summary,
     )

@@ -127,6 +127,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "prompt_steering_texts",
                     "latent_eval_llm_usage",
                     "suppression_results",
+                    "training_summary",
                 ],
                 outputs="run_card",
                 name="make_run_card",

@@ -19,6 +19,8 @@ from axbench_kedro.config.steering_eval import SteeringEvalParams
 from axbench_kedro.judges.base import JudgeResources
 from axbench_kedro.lm.types import TargetModel
 from axbench_kedro.metrics.steering import generation_scores, select_factors, steering_scores
+from axbench_kedro.scaling.config import ScalingParams
+from axbench_kedro.scaling.executor import LazyExecutor
 from axbench_kedro.steering.judging import judge_generations
 from axbench_kedro.steering.plans import factor_free_methods
 from axbench_kedro.steering.prompt_baseline import steering_instruction_texts
@@ -96,23 +98,28 @@ def generate_steering(
     generation_cache: SQLiteCache,
     params: SteeringEvalParams,
     run: RunSettings,
+    scaling: ScalingParams | None = None,
 ) -> pd.DataFrame:
     """``steering_generations`` of every steering method: all rows of a method in large mixed batches.
 
     Magnitudes come from ``max_activations`` (a missing one is an error, [D 12]); factor-free methods generate
     once per instruction and their row stands for every factor [D 5]; every batch is persisted in the generation
-    cache as soon as it finishes, so an interrupted run resumes with the missing rows only.
+    cache as soon as it finishes, so an interrupted run resumes with the missing rows only. With
+    ``scaling.engine: dask`` (``None``: sequential) the missing batches run on Dask workers (the same
+    generations; a cluster is started only when a batch is missing).
     """
-    return generate_steering_rows(
-        steering_prompts,
-        method_artifacts,
-        max_activations,
-        target_model,
-        generation_cache,
-        params,
-        layer=run.layer,
-        seed=run.seed,
-    )
+    with LazyExecutor(scaling or ScalingParams(), gpu=target_model.device.type == "cuda") as executor:
+        return generate_steering_rows(
+            steering_prompts,
+            method_artifacts,
+            max_activations,
+            target_model,
+            generation_cache,
+            params,
+            layer=run.layer,
+            seed=run.seed,
+            executor=executor,
+        )
 
 
 # ---- judging -----------------------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "generation_cache",
                     "params:steering_eval",
                     "params:run",
+                    "params:scaling",
                 ],
                 outputs="steering_generations",
                 name="generate_steering",

@@ -47,7 +47,7 @@ def train_all_methods(
 
     Returns:
         ``method_artifacts`` (``{method: MethodArtifact}``, skipped methods included with their reason) and
-        ``training_summary`` (method, status, skip_reason, n_concepts, cached_concepts, seconds).
+        ``training_summary`` (method, status, skip_reason, n_concepts, cached_concepts, seconds, source_files).
     """
     if run.layer >= target_model.n_layers or run.layer < 0:
         raise AxbenchConfigError(
