@@ -1,7 +1,8 @@
 """Project CLI: ``kedro run`` as usual, but configuration mistakes end in one readable line.
 
 Kedro's own failure on a bad parameter is a long traceback. Here the full trace goes to
-``logs/last-error.log`` and the terminal gets one line naming the key or file, with exit code 1. The line is built
+``logs/last-error.log`` and the terminal gets one line naming the key or file, with exit code 1. Any other failure
+is re-raised as Kedro reports it, its trace kept in ``logs/last-error.log`` too (API keys scrubbed). The line is built
 from the errors' structure (``ParameterProblemsError.problems`` of the project context, pydantic's
 ``errors()``), never by parsing their text.
 """
@@ -9,6 +10,7 @@ from the errors' structure (``ParameterProblemsError.problems`` of the project c
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 import warnings
@@ -68,6 +70,21 @@ def summarise_error(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+def _write_trace(exc: BaseException) -> Path | None:
+    """Keep the full trace of a failed run in ``logs/last-error.log``, API keys scrubbed (``OPENAI_API_KEY``'s value
+    and anything shaped like a key): the errors' own messages never hold one, this is the second line of defence."""
+    from axbench_kedro.llm.errors import redact
+
+    log = Path("logs") / "last-error.log"
+    text = redact("".join(traceback.format_exception(exc)), os.environ.get("OPENAI_API_KEY"))
+    try:
+        log.parent.mkdir(exist_ok=True)
+        log.write_text(text, encoding="utf-8")
+    except OSError:  # a read-only working directory must not hide the run's own error
+        return None
+    return log
+
+
 @click.group(name="axbench-kedro")
 def cli() -> None:
     """Commands of the axbench-kedro project."""
@@ -80,12 +97,11 @@ def run(**kwargs) -> None:  # type: ignore[no-untyped-def]
     try:
         kedro_run.callback(**kwargs)  # type: ignore[misc]
     except Exception as exc:
+        log = _write_trace(exc)
         user_error = _user_error(exc)
         if user_error is None:
             raise
-        log = Path("logs") / "last-error.log"
-        log.parent.mkdir(exist_ok=True)
-        log.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
         click.secho(f"Error: {summarise_error(user_error)}", fg="red", err=True)
-        click.echo(f"(full trace in {log})", err=True)
+        if log is not None:
+            click.echo(f"(full trace in {log})", err=True)
         sys.exit(1)

@@ -18,6 +18,11 @@ logger = logging.getLogger(__name__)
 __all__ = ["ProjectHooks"]
 
 
+def _as_model(value: Any, model: Any) -> Any:
+    """A parameter block as its pydantic model (the context holds validated models, or plain dicts)."""
+    return value if isinstance(value, model) else model.model_validate(value or {})
+
+
 class ProjectHooks:
     """Hooks registered in ``settings.py``."""
 
@@ -35,25 +40,39 @@ class ProjectHooks:
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         self._run_start = time.perf_counter()
         self._walls.clear()
-        self._preflight(pipeline, catalog)
+        self._preflight(pipeline, catalog, run_params.get("load_versions"))
 
-    def _preflight(self, pipeline: Any, catalog: Any) -> None:
-        """Check the datagen inputs, the SAE max-activation table, the model path, the layer, the LLM credentials and
-        the price table before any work starts (datagen's first node answers the negative pool with the target model
-        before it reads the concept list or the provided tables; latent_eval reads the table after scoring)."""
+    def _preflight(self, pipeline: Any, catalog: Any, load_versions: dict[str, str] | None = None) -> None:
+        """Check ``--load-versions``, the datagen inputs, the SAE max-activation table, the steering instruction pool,
+        the model path, the layer, the SAE file, the LLM credentials and the price table before any work starts
+        (datagen's first node answers the negative pool with the target model before it reads the concept list or the
+        provided tables; latent_eval reads the table after scoring; training reads the SAE after the activations)."""
+        from axbench_kedro import preflight
+
         used = set(pipeline.datasets())
+        preflight.check_load_versions(catalog, load_versions)
         for name in ("concept_list", "provided_train_data", "provided_latent_eval_data", "sae_max_act"):
             if name in used:  # a missing, empty or malformed input stops the run here, in one line
                 catalog.load(name)
         if self._context is None:
             return
         globals_ = self._context.config_loader["globals"]
+        params = self._context.params
+        if "steering_instructions" in used:
+            self._check_instruction_pool(used, catalog, params)
         if "target_model" in used:
-            from axbench_kedro.lm.loading import check_model_spec
+            from axbench_kedro.lm.loading import read_model_config, validate_layer
             from axbench_kedro.lm.types import ModelSpec
 
-            spec = ModelSpec.from_config(globals_["model"])
-            check_model_spec(spec, int(globals_["layer"]))
+            dims = read_model_config(ModelSpec.from_config(globals_["model"]))
+            validate_layer(dims.n_layers, int(globals_["layer"]))
+            if "sae_params" in used:  # a wrong SAE file would stop training only after the activations
+                from axbench_kedro.config.training import TrainingParams
+                from axbench_kedro.methods.registry import get_method
+
+                training = _as_model(params.get("training"), TrainingParams)
+                if any("sae" in get_method(name).requires for name in training.method_names()):
+                    preflight.check_sae_file(catalog.load("sae_params"), dims.d_model, training.sae_width)
         needed_clients = []
         if "generator_llm" in used:
             needed_clients.append("generator_llm")
@@ -68,6 +87,24 @@ class ProjectHooks:
             from axbench_kedro.llm.ledger import PriceTable
 
             PriceTable.from_config(catalog.load("llm_prices"))  # a bad price table stops the run here
+
+    @staticmethod
+    def _check_instruction_pool(used: set[str], catalog: Any, params: dict[str, Any]) -> None:
+        """Enough steering instructions for the instruction splits of steering_eval and suppression."""
+        from axbench_kedro import preflight
+        from axbench_kedro.config.steering_eval import SteeringEvalParams
+
+        needs = {}
+        if "params:steering_eval" in used:
+            split = _as_model(params.get("steering_eval"), SteeringEvalParams).instructions
+            needs["steering_eval.instructions"] = split.total
+        if "params:suppression.steering" in used:
+            suppression = params.get("suppression") or {}
+            steering = getattr(suppression, "steering", None) or dict(suppression).get("steering")
+            split = _as_model(steering, SteeringEvalParams).instructions
+            needs["suppression.steering.instructions"] = split.total
+        source = catalog.get("steering_instructions")._describe().get("filepath", "steering_instructions")
+        preflight.check_instruction_pool(catalog.load("steering_instructions"), str(source), needs)
 
     @hook_impl
     def before_node_run(self, node: Any) -> None:

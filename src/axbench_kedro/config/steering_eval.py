@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, field_validator, model_validator
 
 from axbench_kedro.config.common import StrictModel
@@ -14,6 +16,8 @@ __all__ = [
     "PromptSteeringParams",
     "JudgeTemplates",
     "ProxyJudgeParams",
+    "LLMCallParams",
+    "JUDGE_MAX_TOKENS",
     "JudgeParams",
     "SteeringEvalParams",
 ]
@@ -30,6 +34,9 @@ DEFAULT_PROMPT_FALLBACK = (
 def _ascending_unique(values: list[float], key: str) -> list[float]:
     if not values:
         raise ValueError(f"{key} must list at least one factor")
+    bad = [v for v in values if not v > 0]  # `not >` also catches NaN
+    if bad:
+        raise ValueError(f"{key} must hold factors > 0 (suppression negates them itself), got {bad}")
     if sorted(set(values)) != list(values):
         raise ValueError(f"{key} must be strictly ascending without duplicates, got {values}")
     return values
@@ -136,6 +143,49 @@ class ProxyJudgeParams(StrictModel):
         return value
 
 
+class LLMCallParams(StrictModel):
+    """How an LLM client sends its calls (handed to ``LLMClient.configure`` by the node that uses it).
+
+    The defaults work against OpenAI and against a local server that answers one request at a time (llama.cpp).
+
+    Attributes:
+        max_in_flight: calls in flight at most.
+        adaptive: adapt the limit to the server (AIMD: start at ``initial_in_flight``, +1 per success while latency
+            holds, halve on timeouts / 429 / 503); ``False`` keeps ``max_in_flight`` calls in flight.
+        initial_in_flight: the adaptive limit's start.
+        timeout_s: per-call timeout, counted from the send (never while a call waits for a slot); stretched to
+            3 × the slowest recent reply when that is longer, up to ``max_timeout_s``.
+        max_timeout_s: cap of the stretched timeout.
+        max_attempts: attempts per call, the first included (protocol: 3 retries).
+        retry_budget: retries allowed per batch of calls, as a fraction of its calls (at least 10).
+    """
+
+    max_in_flight: int = Field(default=32, ge=1)
+    adaptive: bool = True
+    initial_in_flight: int = Field(default=4, ge=1)
+    timeout_s: float = Field(default=60.0, gt=0.0)
+    max_timeout_s: float = Field(default=600.0, gt=0.0)
+    max_attempts: int = Field(default=4, ge=1)
+    retry_budget: float = Field(default=1.0, ge=0.0)
+
+    def client_settings(self) -> dict[str, Any]:
+        """Keyword arguments of ``LLMClient.configure``."""
+        return {
+            "max_concurrency": self.max_in_flight,
+            "adaptive_concurrency": self.adaptive,
+            "initial_concurrency": self.initial_in_flight,
+            "timeout_s": self.timeout_s,
+            "max_timeout_s": self.max_timeout_s,
+            "max_attempts": self.max_attempts,
+            "retry_budget": self.retry_budget,
+        }
+
+
+#: Default cap of a judge reply: the rubric asks for one to three sentences and a ``Rating: [[N]]`` line (well
+#: under 150 tokens); the cap stops a local model that rambles without cutting a normal reply.
+JUDGE_MAX_TOKENS = 256
+
+
 class JudgeParams(StrictModel):
     """Which judge rates the generations (``globals.judge`` + protocol §5.4).
 
@@ -143,9 +193,11 @@ class JudgeParams(StrictModel):
         kind: registry name: ``proxy`` (offline) or ``llm`` (AxBench rubric).
         backend, model, base_url: the LLM judge's client (read by the ``judge_llm`` dataset; recorded here).
         temperature: LLM judge temperature (default 0 [D 27]; 0.7 reproduces the AxBench-paper judging).
-        max_tokens: cap on judge replies (None = backend default).
+        max_tokens: cap on judge replies (default 256; ``None`` = the backend's default, which on llama.cpp is no
+            cap). A reply cut at the cap usually lacks its rating line: it is a counted parse failure.
         templates: template names of J1–J3.
         proxy: thresholds of the proxy judge.
+        client: how the LLM judge's calls are sent (in flight, timeout, retries); see :class:`LLMCallParams`.
     """
 
     kind: str = "proxy"
@@ -153,9 +205,10 @@ class JudgeParams(StrictModel):
     model: str = "gpt-4o-mini-2024-07-18"
     base_url: str | None = None
     temperature: float = Field(default=0.0, ge=0.0)
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=JUDGE_MAX_TOKENS, ge=1)
     templates: JudgeTemplates = Field(default_factory=JudgeTemplates)
     proxy: ProxyJudgeParams = Field(default_factory=ProxyJudgeParams)
+    client: LLMCallParams = Field(default_factory=LLMCallParams)
 
 
 class SteeringEvalParams(StrictModel):

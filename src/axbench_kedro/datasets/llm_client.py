@@ -55,7 +55,9 @@ class LLMClientDataset(AbstractDataset[None, LLMClient]):
         cache_path: SQLite reply cache (relative paths: current directory, like every Kedro filepath).
         max_concurrency: calls in flight at most.
         max_attempts: attempts per call including the first.
-        timeout_s: per-call timeout (OpenAI backend).
+        timeout_s: per-call timeout, counted from the send (OpenAI backend; stretched with observed latency).
+        adaptive_concurrency: adapt the calls in flight to the server (AIMD, start at 4); ``False`` = fixed.
+            Nodes may override these call settings from their parameters (e.g. ``steering_eval.judge.client``).
         target_model_spec: ``ModelSpec`` fields for the local backend (default: the embedded model).
         credentials: injected by Kedro from a ``credentials:`` entry (``api_key``, ``base_url``); the only
             source of the key.
@@ -77,6 +79,7 @@ class LLMClientDataset(AbstractDataset[None, LLMClient]):
         max_concurrency: int = 32,
         max_attempts: int = 4,
         timeout_s: float = 60.0,
+        adaptive_concurrency: bool = True,
         target_model_spec: dict[str, Any] | None = None,
         credentials: dict[str, Any] | None = None,
         local_batch_size: int = 16,
@@ -117,6 +120,7 @@ class LLMClientDataset(AbstractDataset[None, LLMClient]):
         self._max_concurrency = max_concurrency
         self._max_attempts = max_attempts
         self._timeout_s = float(timeout_s)
+        self._adaptive = bool(adaptive_concurrency)
         self._spec = dict(target_model_spec or {})
         self.__credentials = dict(credentials or {})
         self._local_batch_size = local_batch_size
@@ -206,6 +210,7 @@ class LLMClientDataset(AbstractDataset[None, LLMClient]):
             cache=self._cache_path,
             max_concurrency=self._max_concurrency,
             max_attempts=self._max_attempts,
+            adaptive_concurrency=self._adaptive,
         )
 
     def save(self, data: LLMClient) -> None:
@@ -224,5 +229,6 @@ class LLMClientDataset(AbstractDataset[None, LLMClient]):
             "max_concurrency": self._max_concurrency,
             "max_attempts": self._max_attempts,
             "timeout_s": self._timeout_s,
+            "adaptive_concurrency": self._adaptive,
             **({"top_k": self._top_k, "seed": self._seed} if self._backend == "local" else {}),
         }

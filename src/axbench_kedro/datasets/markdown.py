@@ -5,7 +5,8 @@ from __future__ import annotations
 import html
 
 from kedro.io.core import get_filepath_str
-from kedro_datasets.text import TextDataset
+
+from axbench_kedro.datasets.atomic import TextDataset
 
 try:  # kedro-viz preview type (plain str at runtime)
     from kedro_datasets._typing import HTMLPreview
@@ -16,7 +17,8 @@ __all__ = ["MarkdownDataset"]
 
 
 class MarkdownDataset(TextDataset):
-    """``text.TextDataset`` (same arguments, versioning included) whose kedro-viz preview shows the document.
+    """``text.TextDataset`` (same arguments, versioning included, saved atomically) whose kedro-viz preview shows the
+    document.
 
     Example:
         >>> ds = MarkdownDataset(filepath="data/08_reporting/x/report.md")  # doctest: +SKIP

@@ -1,8 +1,9 @@
-"""``pandas.ParquetDataset`` whose kedro-viz preview survives list-valued columns.
+"""``pandas.ParquetDataset`` whose kedro-viz preview survives list-valued columns, saved atomically.
 
 Protocol tables hold list-valued cells (per-token scores, token lists, factor grids). kedro-datasets' preview hands
 kedro-viz the cells as NumPy arrays, which JSON cannot encode, so ``kedro viz build --include-previews`` fails on
-them. This subclass changes only the preview: array and list cells become short text, missing values ``None``.
+them. This subclass changes the preview: array and list cells become short text, missing values ``None``. Saves
+are atomic (temporary file + rename, ``datasets/atomic.py``): a killed run never leaves a truncated table.
 
 Catalog example::
 
@@ -20,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from kedro_datasets.pandas import ParquetDataset as _KedroParquetDataset
+
+from axbench_kedro.datasets.atomic import AtomicSaveMixin
 
 try:  # kedro-viz preview type (a plain dict at runtime)
     from kedro_datasets._typing import TablePreview
@@ -57,8 +60,8 @@ def json_safe_cell(value: Any) -> Any:
     return value
 
 
-class ParquetDataset(_KedroParquetDataset):
-    """``pandas.ParquetDataset`` with a JSON-safe kedro-viz preview (loading and saving are unchanged)."""
+class ParquetDataset(AtomicSaveMixin, _KedroParquetDataset):
+    """``pandas.ParquetDataset`` with a JSON-safe kedro-viz preview and an atomic save (same arguments)."""
 
     def preview(self, nrows: int = 5) -> TablePreview:
         """The first ``nrows`` rows in pandas ``split`` orientation, every cell JSON-encodable.

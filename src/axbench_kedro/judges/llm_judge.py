@@ -92,8 +92,12 @@ class LLMJudge(Judge):
 
     @classmethod
     def from_config(cls, config: JudgeParams, resources: JudgeResources) -> LLMJudge:
+        client = resources.client()
+        configure = getattr(client, "configure", None)
+        if callable(configure):  # the call settings live in params (steering_eval.judge.client)
+            configure(**config.client.client_settings())
         return cls(
-            resources.client(),
+            client,
             load_judge_templates(config.templates, resources.templates()),
             temperature=config.temperature,
             max_tokens=config.max_tokens,
@@ -137,6 +141,14 @@ class LLMJudge(Judge):
         if failures:
             log.warning(
                 "LLM judge: %d of %d replies unparsable or out of range (rated 0)", failures, len(frame)
+            )
+        cut = sum(1 for reply in replies if getattr(reply, "truncated", False))
+        if cut:
+            log.warning(
+                "LLM judge: %d of %d replies cut at max_tokens=%s (finish reason length)",
+                cut,
+                len(replies),
+                self.max_tokens,
             )
         return frame
 

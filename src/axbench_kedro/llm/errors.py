@@ -27,14 +27,33 @@ class LLMCallError(RuntimeError):
         location: server host (or ``in-process``).
         status: last HTTP status, or a short word (``timeout``, ``connection``, ``malformed``).
         attempts: attempts made.
+        requested, answered, failed, not_sent: for a ``complete_many`` of several calls, how many were asked for,
+            answered (and cached), failed for good, and never sent (``answered + failed + not_sent ==
+            requested``); ``None`` for a single call.
     """
 
-    def __init__(self, message: str, *, model: str, location: str, status: int | str | None, attempts: int):
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str,
+        location: str,
+        status: int | str | None,
+        attempts: int,
+        requested: int | None = None,
+        answered: int | None = None,
+        failed: int | None = None,
+        not_sent: int | None = None,
+    ):
         super().__init__(message)
         self.model = model
         self.location = location
         self.status = status
         self.attempts = attempts
+        self.requested = requested
+        self.answered = answered
+        self.failed = failed
+        self.not_sent = not_sent
 
 
 class TransientLLMError(Exception):

@@ -151,15 +151,17 @@ class CostLedger:
             log.warning(
                 "no price for LLM model %r in the price table: its cost is counted as 0 USD", self.model
             )
-        cost = self.price.cost(input_tokens, output_tokens)
         with self._lock:
             t = self._totals
+            total_in, total_out = t.input_tokens + input_tokens, t.output_tokens + output_tokens
+            # Priced from the integer token totals, not a float sum of per-call costs: concurrent calls finish in
+            # any order, and the cost must be the same bytes in every run.
             self._totals = replace(
                 t,
                 calls=t.calls + 1,
-                input_tokens=t.input_tokens + input_tokens,
-                output_tokens=t.output_tokens + output_tokens,
-                cost_usd=t.cost_usd + cost,
+                input_tokens=total_in,
+                output_tokens=total_out,
+                cost_usd=self.price.cost(total_in, total_out),
             )
 
     def record_hits(self, n: int = 1) -> None:

@@ -85,7 +85,8 @@ class OpenAICompatibleBackend:
         model: model id sent to the server (e.g. ``gpt-4o-mini-2024-07-18``).
         api_key: the key (servers that do not check keys accept any non-empty value).
         base_url: server URL ending in ``/v1``; ``None`` = api.openai.com.
-        timeout_s: per-call timeout in seconds.
+        timeout_s: per-call timeout in seconds, counted from the send (the client may pass a longer one per call,
+            see ``complete``).
         max_tokens_param: request field for the token cap (``max_tokens``; newer OpenAI models want
             ``max_completion_tokens``).
         send_seed: also send ``seed = sample_index`` (best-effort determinism on servers that support it).
@@ -94,6 +95,8 @@ class OpenAICompatibleBackend:
     name = "openai"
     max_batch_size = 1
     max_in_flight: int | None = None
+    # ``complete`` takes ``timeout_s``: the client stretches it with the observed latency.
+    per_call_timeout = True
 
     def __init__(
         self,
@@ -141,7 +144,7 @@ class OpenAICompatibleBackend:
             sdk = self._sdks[loop] = openai.AsyncOpenAI(
                 api_key=self.__api_key,
                 base_url=self.base_url,
-                timeout=self.timeout_s,
+                timeout=None,  # each call passes its own (see _complete_one)
                 max_retries=0,  # our retries are the only ones
             )
         return sdk
@@ -167,21 +170,30 @@ class OpenAICompatibleBackend:
             kwargs["seed"] = req.sample_index
         return kwargs
 
-    async def complete(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
-        """One HTTP call per request (the client sends batches of one)."""
-        return [await self._complete_one(req) for req in requests]
+    async def complete(
+        self, requests: Sequence[LLMRequest], *, timeout_s: float | None = None
+    ) -> list[LLMResponse]:
+        """One HTTP call per request (the client sends batches of one).
 
-    async def _complete_one(self, req: LLMRequest) -> LLMResponse:
+        Args:
+            requests: the requests.
+            timeout_s: this call's timeout (``None`` = ``self.timeout_s``).
+        """
+        return [await self._complete_one(req, timeout_s or self.timeout_s) for req in requests]
+
+    async def _complete_one(self, req: LLMRequest, timeout_s: float) -> LLMResponse:
         model = req.model or self.model
         try:
             # The SDK timeout bounds each read; this bounds the whole call (slow-drip replies).
-            async with asyncio.timeout(self.timeout_s + 1.0):
+            async with asyncio.timeout(timeout_s + 1.0):
                 # `post` is the SDK's documented raw-endpoint call: same auth, timeouts and error types as
                 # `chat.completions.create`, minus its parameter transform and pydantic parsing (together
                 # ~2 ms of CPU per call, which caps throughput at 10^5 calls); the body is read below.
-                raw = await self._client().post("/chat/completions", body=self._kwargs(req), cast_to=bytes)
+                raw = await self._client().post(
+                    "/chat/completions", body=self._kwargs(req), cast_to=bytes, options={"timeout": timeout_s}
+                )
         except (openai.APITimeoutError, TimeoutError) as exc:
-            raise TransientLLMError(f"timed out after {self.timeout_s:g} s", status="timeout") from exc
+            raise TransientLLMError(f"timed out after {timeout_s:g} s", status="timeout") from exc
         except openai.APIConnectionError as exc:
             raise TransientLLMError(
                 f"connection error: {type(exc.__cause__ or exc).__name__}", status="connection"

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,15 @@ import torch
 
 from axbench_kedro.errors import AxbenchConfigError, AxbenchDataError
 
-__all__ = ["SAE_KEYS", "SAEParams", "SAESource", "load_sae_params", "jumprelu"]
+__all__ = [
+    "SAE_KEYS",
+    "SAEParams",
+    "SAESource",
+    "load_sae_params",
+    "sae_shapes",
+    "check_sae_shapes",
+    "jumprelu",
+]
 
 SAE_KEYS = ("W_enc", "b_enc", "threshold", "W_dec", "b_dec")
 
@@ -73,6 +82,71 @@ class SAEParams:
             )
 
 
+def sae_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Array shapes of a ``params.npz`` read from the ``.npy`` headers only (no array data is read).
+
+    Raises:
+        AxbenchConfigError: a missing or unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AxbenchConfigError(f"sae_params: {path} does not exist")
+    shapes: dict[str, tuple[int, ...]] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as handle:
+                    major, _ = np.lib.format.read_magic(handle)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0
+                        if major == 1
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape = read_header(handle)[0]
+                shapes[info.filename[: -len(".npy")]] = tuple(int(n) for n in shape)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise AxbenchConfigError(f"sae_params: {path} is not a readable .npz file ({exc})") from None
+    return shapes
+
+
+def check_sae_shapes(
+    shapes: dict[str, tuple[int, ...]],
+    path: str | Path,
+    d_model: int | None = None,
+    expected_width: int | None = None,
+) -> None:
+    """Check the arrays of a GemmaScope SAE against each other, the model's hidden size and ``training.sae_width``.
+
+    Raises:
+        AxbenchConfigError: one line naming the file and the array at fault.
+    """
+    missing = [k for k in SAE_KEYS if k not in shapes]
+    if missing:
+        raise AxbenchConfigError(f"sae_params: {path} lacks array(s) {missing} (needs {list(SAE_KEYS)})")
+    if len(shapes["W_enc"]) != 2:
+        raise AxbenchConfigError(
+            f"sae_params: {path} has W_enc of shape {shapes['W_enc']}, expected 2 dimensions"
+        )
+    d, width = shapes["W_enc"]
+    expected = {"b_enc": (width,), "threshold": (width,), "W_dec": (width, d), "b_dec": (d,)}
+    for key, shape in expected.items():
+        if tuple(shapes[key]) != shape:
+            raise AxbenchConfigError(
+                f"sae_params: {path} has {key} of shape {tuple(shapes[key])}, expected {shape} "
+                f"for W_enc {tuple(shapes['W_enc'])}"
+            )
+    if d_model is not None and d != d_model:
+        raise AxbenchConfigError(
+            f"sae_params: {path} has hidden size d={d} but the target model's hidden size is {d_model}"
+        )
+    if expected_width is not None and width != expected_width:
+        raise AxbenchConfigError(
+            f"sae_params: {path} has width {width} but training.sae_width is {expected_width}"
+        )
+
+
 def load_sae_params(
     path: str | Path, d_model: int | None = None, expected_width: int | None = None
 ) -> SAEParams:
@@ -90,22 +164,7 @@ def load_sae_params(
         if missing:
             raise AxbenchConfigError(f"sae_params: {path} lacks array(s) {missing} (needs {list(SAE_KEYS)})")
         arrays = {k: torch.from_numpy(np.asarray(npz[k], dtype=np.float32)) for k in SAE_KEYS}
-    d, width = arrays["W_enc"].shape
-    expected = {"b_enc": (width,), "threshold": (width,), "W_dec": (width, d), "b_dec": (d,)}
-    for key, shape in expected.items():
-        if tuple(arrays[key].shape) != shape:
-            raise AxbenchConfigError(
-                f"sae_params: {path} has {key} of shape {tuple(arrays[key].shape)}, expected {shape} "
-                f"for W_enc {tuple(arrays['W_enc'].shape)}"
-            )
-    if d_model is not None and d != d_model:
-        raise AxbenchConfigError(
-            f"sae_params: {path} has hidden size d={d} but the target model's hidden size is {d_model}"
-        )
-    if expected_width is not None and width != expected_width:
-        raise AxbenchConfigError(
-            f"sae_params: {path} has width {width} but training.sae_width is {expected_width}"
-        )
+    check_sae_shapes({k: tuple(v.shape) for k, v in arrays.items()}, path, d_model, expected_width)
     return SAEParams(**arrays, path=str(path))
 
 
