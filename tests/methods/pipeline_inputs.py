@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -117,3 +119,59 @@ def training_catalog(
             "params:scaling": MemoryDataset(ScalingParams(), copy_mode="assign"),
         }
     )
+
+
+def run_pipeline(pipeline: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Run ``pipeline`` on in-memory ``inputs`` (every free input must be given) and return all its outputs."""
+    from kedro.runner import SequentialRunner
+
+    missing = sorted(pipeline.inputs() - inputs.keys())
+    assert not missing, f"test inputs lack {missing}"
+    catalog = DataCatalog(
+        {
+            **{name: MemoryDataset(value, copy_mode="assign") for name, value in inputs.items()},
+            **{name: KeptMemoryDataset() for name in pipeline.all_outputs()},
+        }
+    )
+    SequentialRunner().run(pipeline, catalog)
+    return {name: catalog.load(name) for name in pipeline.all_outputs()}
+
+
+def run_steering(
+    tmp_path: Path,
+    *,
+    tm: Any,
+    concepts_meta: pd.DataFrame,
+    artifacts: dict[str, Any],
+    max_activations: pd.DataFrame,
+    params: Any,
+    instructions: list[str],
+    run: RunSettings | None = None,
+    generator_reply: Callable[[dict], str] = lambda body: "Talk about it.",
+    judge_reply: Callable[[dict], str] = lambda body: "Fine.\nRating: [[2]]",
+) -> dict[str, Any]:
+    """The steering_eval pipeline on in-memory inputs, with loopback generator and judge servers."""
+    from axbench_kedro.cache import SQLiteCache
+    from axbench_kedro.pipelines.steering_eval import create_pipeline
+    from fixtures.fake_openai import FakeOpenAIServer, client_for
+    from fixtures.project_catalog import project_llm_prices, project_prompt_templates
+
+    with FakeOpenAIServer(reply_fn=generator_reply) as gen, FakeOpenAIServer(reply_fn=judge_reply) as judge:
+        return run_pipeline(
+            create_pipeline(),
+            {
+                "concepts_meta": concepts_meta,
+                "steering_instructions": pd.DataFrame({"instruction": instructions}),
+                "method_artifacts": artifacts,
+                "max_activations": max_activations,
+                "target_model": tm,
+                "generator_llm": client_for(gen, tmp_path / "llm.sqlite"),
+                "judge_llm": client_for(judge, tmp_path / "llm.sqlite"),
+                "llm_prices": project_llm_prices(),
+                "prompt_templates": project_prompt_templates(),
+                "generation_cache": SQLiteCache(tmp_path / "gen.sqlite", "g"),
+                "params:steering_eval": params,
+                "params:run": run or RunSettings(setting="tiny", layer=LAYER, seed=42),
+                "params:scaling": ScalingParams(),
+            },
+        )

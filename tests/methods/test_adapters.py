@@ -8,8 +8,6 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
-from kedro.io import DataCatalog, MemoryDataset
-from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
 from axbench_kedro.cache import SQLiteCache
@@ -25,16 +23,12 @@ from axbench_kedro.methods.base import MethodArtifact
 from axbench_kedro.methods.loreft import attached_edits, loreft_edit, prompt_position_mask
 from axbench_kedro.methods.registry import get_method
 from axbench_kedro.methods.trainer import TrainOptions, train_methods
-from axbench_kedro.pipelines.steering_eval import create_pipeline as steering_pipeline
 from axbench_kedro.pipelines.training import create_pipeline as training_pipeline
-from axbench_kedro.scaling.config import ScalingParams
 from axbench_kedro.steering.plans import plan_units, steering_plans
 from axbench_kedro.steering.schedule import generate_plans
-from fixtures.fake_openai import FakeOpenAIServer, client_for
-from fixtures.project_catalog import project_llm_prices, project_prompt_templates
 from fixtures.tiny_models import make_tiny_target_model
 
-from .pipeline_inputs import LAYER, KeptMemoryDataset, training_catalog
+from .pipeline_inputs import LAYER, run_steering, training_catalog
 
 ADAPTERS = ["LoRA", "LoReFT"]
 # small but real runs: every layer of the tiny model, a high learning rate, single-row accumulation
@@ -244,17 +238,6 @@ def test_steering_generates_once_per_instruction_inside_the_concepts_adapter(
     assert len(set(seed_rows)) == 3
 
 
-def _run(pipeline: Pipeline, inputs: dict[str, Any]) -> dict[str, Any]:
-    catalog = DataCatalog(
-        {
-            **{name: MemoryDataset(value, copy_mode="assign") for name, value in inputs.items()},
-            **{name: KeptMemoryDataset() for name in pipeline.all_outputs()},
-        }
-    )
-    SequentialRunner().run(pipeline, catalog)
-    return {name: catalog.load(name) for name in pipeline.all_outputs()}
-
-
 @pytest.mark.slow
 def test_adapters_run_through_training_and_steering_eval(tmp_path) -> None:
     tm = make_tiny_target_model("gemma3", n_layers=3, hidden=64, seed=4)
@@ -270,28 +253,16 @@ def test_adapters_run_through_training_and_steering_eval(tmp_path) -> None:
         {"concept_id": [0, 1, 2], "method": "DiffMean", "max_act": 1.0, "magnitude_base": 1.0, "source": "t"}
     )
     run = RunSettings(setting="tiny", layer=LAYER, seed=42)
-    with (
-        FakeOpenAIServer(reply_fn=lambda body: "Talk about it.") as gen,
-        FakeOpenAIServer(reply_fn=lambda body: "Fine.\nRating: [[2]]") as judge,
-    ):
-        out = _run(
-            steering_pipeline(),
-            {
-                "concepts_meta": catalog.load("concepts_meta"),
-                "steering_instructions": pd.DataFrame({"instruction": PROMPTS + ["hello there"]}),
-                "method_artifacts": arts,
-                "max_activations": mags,
-                "target_model": tm,
-                "generator_llm": client_for(gen, tmp_path / "llm.sqlite"),
-                "judge_llm": client_for(judge, tmp_path / "llm.sqlite"),
-                "llm_prices": project_llm_prices(),
-                "prompt_templates": project_prompt_templates(),
-                "generation_cache": SQLiteCache(tmp_path / "gen.sqlite", "g"),
-                "params:steering_eval": _steer_params(methods=None, factors=[0.5, 1.0]),
-                "params:run": run,
-                "params:scaling": ScalingParams(),
-            },
-        )
+    out = run_steering(
+        tmp_path,
+        tm=tm,
+        concepts_meta=catalog.load("concepts_meta"),
+        artifacts=arts,
+        max_activations=mags,
+        params=_steer_params(methods=None, factors=[0.5, 1.0]),
+        instructions=PROMPTS + ["hello there"],
+        run=run,
+    )
     gens = out["steering_generations"]
     assert set(gens["method"]) == {"DiffMean", *ADAPTERS}
     for name in ADAPTERS:

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
 import pandas as pd
 import pytest
 import torch
-from kedro.io import DataCatalog, MemoryDataset
-from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
-from axbench_kedro.cache import SQLiteCache
 from axbench_kedro.config.common import RunSettings
 from axbench_kedro.config.latent_eval import LatentEvalParams
 from axbench_kedro.config.steering_eval import SteeringEvalParams
@@ -32,14 +28,18 @@ from axbench_kedro.methods.dictionary_file import (
     match_concepts,
 )
 from axbench_kedro.pipelines.latent_eval import create_pipeline as latent_pipeline
-from axbench_kedro.pipelines.steering_eval import create_pipeline as steering_pipeline
 from axbench_kedro.pipelines.training import create_pipeline as training_pipeline
 from axbench_kedro.scaling.config import ScalingParams
-from fixtures.fake_openai import FakeOpenAIServer, client_for
 from fixtures.project_catalog import project_llm_prices, project_prompt_templates
 from fixtures.tiny_models import make_tiny_target_model
 
-from .pipeline_inputs import LAYER, KeptMemoryDataset, training_catalog, write_dictionary
+from .pipeline_inputs import (
+    LAYER,
+    run_pipeline,
+    run_steering,
+    training_catalog,
+    write_dictionary,
+)
 from .synthetic_data import CONCEPTS, make_latent_eval_data
 
 RTR, DMD = "Dictionary(ReFT-r1 16K)", "Dictionary(DiffMean 16K)"
@@ -208,19 +208,6 @@ def test_missing_concept_stops_training(tm, tmp_path) -> None:
     assert f"1: {CONCEPTS[1][0]!r}" in msg and f"2: {CONCEPTS[2][0]!r}" in msg and "concept_ids: [0]" in msg
 
 
-def _run(pipeline: Pipeline, inputs: dict[str, Any]) -> dict[str, Any]:
-    missing = sorted(pipeline.inputs() - inputs.keys())
-    assert not missing, f"test inputs lack {missing}"
-    catalog = DataCatalog(
-        {
-            **{name: MemoryDataset(value, copy_mode="assign") for name, value in inputs.items()},
-            **{name: KeptMemoryDataset() for name in pipeline.all_outputs()},
-        }
-    )
-    SequentialRunner().run(pipeline, catalog)
-    return {name: catalog.load(name) for name in pipeline.all_outputs()}
-
-
 @pytest.mark.slow
 def test_dictionaries_of_trained_rows_score_and_steer_like_the_rank1_methods(tm, tmp_path) -> None:
     # 1) train ReFT-r1 and DiffMean, 2) release their rows as dictionaries (shuffled, with a duplicate and an
@@ -256,7 +243,7 @@ def test_dictionaries_of_trained_rows_score_and_steer_like_the_rank1_methods(tm,
     arts = {**trained, **imported}
     concepts_meta = second.load("concepts_meta")
 
-    latent = _run(
+    latent = run_pipeline(
         latent_pipeline(),
         {
             "latent_eval_data": make_latent_eval_data(n_concepts=3, n_pos=4, n_neg=4, n_hard=1),
@@ -297,28 +284,17 @@ def test_dictionaries_of_trained_rows_score_and_steer_like_the_rank1_methods(tm,
         }
     )
     instructions = [f"tell me about the {w}" for w in ("sea", "city", "train", "music", "school", "river")]
-    with (
-        FakeOpenAIServer(reply_fn=lambda body: "Talk about it.") as gen,
-        FakeOpenAIServer(reply_fn=lambda body: "Fine.\nRating: [[1]]") as judge,
-    ):
-        steering = _run(
-            steering_pipeline(),
-            {
-                "concepts_meta": concepts_meta,
-                "steering_instructions": pd.DataFrame({"instruction": instructions}),
-                "method_artifacts": arts,
-                "max_activations": mags,
-                "target_model": tm,
-                "generator_llm": client_for(gen, tmp_path / "llm.sqlite"),
-                "judge_llm": client_for(judge, tmp_path / "llm.sqlite"),
-                "llm_prices": project_llm_prices(),
-                "prompt_templates": project_prompt_templates(),
-                "generation_cache": SQLiteCache(tmp_path / "gen.sqlite", "g"),
-                "params:steering_eval": steering_params,
-                "params:run": RUN,
-                "params:scaling": ScalingParams(),
-            },
-        )
+    steering = run_steering(
+        tmp_path,
+        tm=tm,
+        concepts_meta=concepts_meta,
+        artifacts=arts,
+        max_activations=mags,
+        params=steering_params,
+        instructions=instructions,
+        run=RUN,
+        judge_reply=lambda body: "Fine.\nRating: [[1]]",
+    )
     gens = steering["steering_generations"]
     assert set(gens["method"]) == {RTR, DMD}
     for name in (RTR, DMD):

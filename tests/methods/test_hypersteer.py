@@ -9,8 +9,6 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
-from kedro.io import DataCatalog, MemoryDataset
-from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
 from axbench_kedro.cache import SQLiteCache
@@ -31,17 +29,15 @@ from axbench_kedro.methods.registry import get_method
 from axbench_kedro.methods.trainer import TrainOptions, build_concepts, train_methods
 from axbench_kedro.pipelines.latent_eval import create_pipeline as latent_pipeline
 from axbench_kedro.pipelines.reporting.nodes import make_leaderboard
-from axbench_kedro.pipelines.steering_eval import create_pipeline as steering_pipeline
 from axbench_kedro.pipelines.training import create_pipeline as training_pipeline
 from axbench_kedro.scaling.config import ScalingParams
 from axbench_kedro.steering.plans import plan_units, steering_plans
 from axbench_kedro.steering.schedule import generate_plans
 from axbench_kedro.suppression.generation import suppression_plans
-from fixtures.fake_openai import FakeOpenAIServer, client_for
 from fixtures.project_catalog import project_llm_prices, project_prompt_templates
 from fixtures.tiny_models import make_tiny_target_model
 
-from .pipeline_inputs import LAYER, KeptMemoryDataset, training_catalog
+from .pipeline_inputs import LAYER, run_pipeline, run_steering, training_catalog
 from .synthetic_data import make_concepts_meta, make_latent_eval_data, make_train_data
 
 # a tiny hypernetwork with a high learning rate, so that a few steps move the loss
@@ -262,19 +258,6 @@ def test_suppression_negates_the_factors_with_unit_magnitude(tm, trained) -> Non
     assert set(units["concept_id"]) == set(art.concept_ids)
 
 
-def _run(pipeline: Pipeline, inputs: dict[str, Any]) -> dict[str, Any]:
-    missing = sorted(pipeline.inputs() - inputs.keys())
-    assert not missing, f"test inputs lack {missing}"
-    catalog = DataCatalog(
-        {
-            **{name: MemoryDataset(value, copy_mode="assign") for name, value in inputs.items()},
-            **{name: KeptMemoryDataset() for name in pipeline.all_outputs()},
-        }
-    )
-    SequentialRunner().run(pipeline, catalog)
-    return {name: catalog.load(name) for name in pipeline.all_outputs()}
-
-
 @pytest.mark.slow
 def test_hypersteer_runs_through_training_latent_eval_steering_eval_and_reporting(tmp_path) -> None:
     tm = make_tiny_target_model("gemma3", n_layers=3, hidden=64, seed=4)
@@ -294,49 +277,39 @@ def test_hypersteer_runs_through_training_latent_eval_steering_eval_and_reportin
     assert again.loc["HyperSteer", "cached_concepts"] == 1
     assert catalog.load("method_artifacts")["HyperSteer"].fingerprint() == arts["HyperSteer"].fingerprint()
     run = RunSettings(setting="tiny", layer=LAYER, seed=42)
-    latent = _run(  # HyperSteer has no detection: latent_eval scores DiffMean and gives HyperSteer m = 1
-        latent_pipeline(),
-        {
-            "latent_eval_data": make_latent_eval_data(n_concepts=3, n_pos=4, n_neg=4, n_hard=1),
-            "concepts_meta": catalog.load("concepts_meta"),
-            "method_artifacts": arts,
-            "target_model": tm,
-            "detection_rater_llm": None,
-            "sae_max_act": SAEMaxActTable(None),
-            "llm_prices": project_llm_prices(),
-            "prompt_templates": project_prompt_templates(),
-            "latent_cache": ArtifactStore(tmp_path / "latent_cache"),
-            "params:run": run,
-            "params:latent_eval": LatentEvalParams(use_cache=False),
-            "params:scaling": ScalingParams(),
-        },
+    latent = (
+        run_pipeline(  # HyperSteer has no detection: latent_eval scores DiffMean and gives HyperSteer m = 1
+            latent_pipeline(),
+            {
+                "latent_eval_data": make_latent_eval_data(n_concepts=3, n_pos=4, n_neg=4, n_hard=1),
+                "concepts_meta": catalog.load("concepts_meta"),
+                "method_artifacts": arts,
+                "target_model": tm,
+                "detection_rater_llm": None,
+                "sae_max_act": SAEMaxActTable(None),
+                "llm_prices": project_llm_prices(),
+                "prompt_templates": project_prompt_templates(),
+                "latent_cache": ArtifactStore(tmp_path / "latent_cache"),
+                "params:run": run,
+                "params:latent_eval": LatentEvalParams(use_cache=False),
+                "params:scaling": ScalingParams(),
+            },
+        )
     )
     assert set(latent["latent_scores"]["method"]) == {"DiffMean"}
     mags = latent["max_activations"]
     hs_mags = mags[mags["method"] == "HyperSteer"]
     assert hs_mags["concept_id"].tolist() == held and (hs_mags["magnitude_base"] == 1.0).all()
-    with (
-        FakeOpenAIServer(reply_fn=lambda body: "Talk about it.") as gen,
-        FakeOpenAIServer(reply_fn=lambda body: "Fine.\nRating: [[2]]") as judge,
-    ):
-        out = _run(
-            steering_pipeline(),
-            {
-                "concepts_meta": catalog.load("concepts_meta"),
-                "steering_instructions": pd.DataFrame({"instruction": [*PROMPTS, "hello there"]}),
-                "method_artifacts": arts,
-                "max_activations": mags,
-                "target_model": tm,
-                "generator_llm": client_for(gen, tmp_path / "llm.sqlite"),
-                "judge_llm": client_for(judge, tmp_path / "llm.sqlite"),
-                "llm_prices": project_llm_prices(),
-                "prompt_templates": project_prompt_templates(),
-                "generation_cache": SQLiteCache(tmp_path / "gen.sqlite", "g"),
-                "params:steering_eval": _steer_params(methods=None, factors=[0.5, 1.0]),
-                "params:run": run,
-                "params:scaling": ScalingParams(),
-            },
-        )
+    out = run_steering(
+        tmp_path,
+        tm=tm,
+        concepts_meta=catalog.load("concepts_meta"),
+        artifacts=arts,
+        max_activations=mags,
+        params=_steer_params(methods=None, factors=[0.5, 1.0]),
+        instructions=[*PROMPTS, "hello there"],
+        run=run,
+    )
     gens = out["steering_generations"]
     hs = gens[gens["method"] == "HyperSteer"]
     assert (

@@ -6,16 +6,10 @@ ToyMean comes from a module entry point, ToyRandom from a class entry point (``t
 
 from __future__ import annotations
 
-from typing import Any
-
-import pandas as pd
 import pytest
 import torch
-from kedro.io import DataCatalog, MemoryDataset
-from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
-from axbench_kedro.cache import SQLiteCache
 from axbench_kedro.config.common import RunSettings
 from axbench_kedro.config.latent_eval import LatentEvalParams
 from axbench_kedro.config.reporting import ReportingParams
@@ -25,14 +19,12 @@ from axbench_kedro.datasets.method_artifacts import ArtifactStore
 from axbench_kedro.detection.sae_max_act import SAEMaxActTable
 from axbench_kedro.pipelines.latent_eval import create_pipeline as latent_pipeline
 from axbench_kedro.pipelines.reporting.nodes import make_leaderboard
-from axbench_kedro.pipelines.steering_eval import create_pipeline as steering_pipeline
 from axbench_kedro.pipelines.training import create_pipeline as training_pipeline
 from axbench_kedro.scaling.config import ScalingParams
-from fixtures.fake_openai import FakeOpenAIServer, client_for
 from fixtures.project_catalog import project_llm_prices, project_prompt_templates
 from fixtures.tiny_models import make_tiny_target_model
 
-from .pipeline_inputs import LAYER, KeptMemoryDataset, training_catalog
+from .pipeline_inputs import LAYER, run_pipeline, run_steering, training_catalog
 from .synthetic_data import make_latent_eval_data
 
 TOYS = ["ToyMean", "ToyRandom"]
@@ -40,20 +32,6 @@ RUN = RunSettings(setting="tiny", layer=LAYER, seed=42)
 INSTRUCTIONS = [
     f"tell me about the {w}" for w in ("sea", "city", "train", "music", "school", "river", "game")
 ]
-
-
-def _run(pipeline: Pipeline, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Run ``pipeline`` on in-memory ``inputs`` (every one it needs must be given); returns every output."""
-    missing = sorted(pipeline.inputs() - inputs.keys())
-    assert not missing, f"test inputs lack {missing}"
-    catalog = DataCatalog(
-        {
-            **{name: MemoryDataset(value, copy_mode="assign") for name, value in inputs.items()},
-            **{name: KeptMemoryDataset() for name in pipeline.all_outputs()},
-        }
-    )
-    SequentialRunner().run(pipeline, catalog)
-    return {name: catalog.load(name) for name in pipeline.all_outputs()}
 
 
 def _judge(body: dict) -> str:
@@ -88,7 +66,7 @@ def test_plugin_method_trains_scores_steers_and_ranks(toy_plugin, tmp_path) -> N
     concepts_meta = catalog.load("concepts_meta")
 
     # latent_eval: the plugin is an `activation` method, scored in the shared forward pass
-    latent = _run(
+    latent = run_pipeline(
         latent_pipeline(),
         {
             "latent_eval_data": make_latent_eval_data(n_concepts=3, n_pos=4, n_neg=4, n_hard=1),
@@ -122,25 +100,18 @@ def test_plugin_method_trains_scores_steers_and_ranks(toy_plugin, tmp_path) -> N
             "n_resamples": 50,
         }
     )
-    with FakeOpenAIServer(reply_fn=_generator) as gen, FakeOpenAIServer(reply_fn=_judge) as judge:
-        steering = _run(
-            steering_pipeline(),
-            {
-                "concepts_meta": concepts_meta,
-                "steering_instructions": pd.DataFrame({"instruction": INSTRUCTIONS}),
-                "method_artifacts": arts,
-                "max_activations": mags,
-                "target_model": tm,
-                "generator_llm": client_for(gen, tmp_path / "llm.sqlite"),
-                "judge_llm": client_for(judge, tmp_path / "llm.sqlite"),
-                "llm_prices": project_llm_prices(),
-                "prompt_templates": project_prompt_templates(),
-                "generation_cache": SQLiteCache(tmp_path / "gen.sqlite", "g"),
-                "params:steering_eval": steering_params,
-                "params:run": RUN,
-                "params:scaling": ScalingParams(),
-            },
-        )
+    steering = run_steering(
+        tmp_path,
+        tm=tm,
+        concepts_meta=concepts_meta,
+        artifacts=arts,
+        max_activations=mags,
+        params=steering_params,
+        instructions=INSTRUCTIONS,
+        run=RUN,
+        generator_reply=_generator,
+        judge_reply=_judge,
+    )
     gens = steering["steering_generations"]
     assert set(gens["method"]) == {"DiffMean", *TOYS}
     toy = gens[gens["method"] == "ToyMean"].merge(mags[mags["method"] == "ToyMean"], on="concept_id")

@@ -57,7 +57,9 @@ def test_registry_flags() -> None:
         0.01, 20, 10.0, "From my experience,",
     )  # fmt: skip
     assert m.unavailable_reason(sae=SAESource(None), concepts=[]) == SAESource(None).missing_reason
-    assert not m.detection_reported and m.subset_baseline == "SAE"  # detection = SAE's; SAE beside it on the subset
+    assert (
+        not m.detection_reported and m.subset_baseline == "SAE"
+    )  # detection = SAE's; SAE beside it on the subset
 
 
 def _whole_model_score(tm, sae, feature: int, layer: int, hp) -> float:

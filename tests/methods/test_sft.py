@@ -9,11 +9,8 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
-from kedro.io import DataCatalog, MemoryDataset
-from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
-from axbench_kedro.cache import SQLiteCache
 from axbench_kedro.config.common import RunSettings
 from axbench_kedro.config.reporting import ReportingParams
 from axbench_kedro.config.steering_eval import SteeringEvalParams
@@ -27,15 +24,11 @@ from axbench_kedro.methods.registry import get_method
 from axbench_kedro.methods.sft import PREFIX, response_loss
 from axbench_kedro.methods.trainer import TrainOptions, train_methods
 from axbench_kedro.pipelines.reporting.nodes import make_leaderboard
-from axbench_kedro.pipelines.steering_eval import create_pipeline as steering_pipeline
 from axbench_kedro.pipelines.training import create_pipeline as training_pipeline
-from axbench_kedro.scaling.config import ScalingParams
 from axbench_kedro.steering.plans import plan_units, steering_plans
-from fixtures.fake_openai import FakeOpenAIServer, client_for
-from fixtures.project_catalog import project_llm_prices, project_prompt_templates
 from fixtures.tiny_models import make_tiny_target_model
 
-from .pipeline_inputs import LAYER, KeptMemoryDataset, training_catalog
+from .pipeline_inputs import LAYER, run_steering, training_catalog
 
 # a few real steps on the tiny model: a high learning rate, single-row accumulation, every concept trained
 FAST = {"lr": 3e-3, "epochs": 6, "batch_size": 6, "gradient_accumulation": 1, "max_concepts": None}
@@ -212,19 +205,6 @@ def test_sft_defaults_are_the_papers() -> None:
     assert method.factor_free and not method.detects and not method.trains_on_negatives
 
 
-def _run(pipeline: Pipeline, inputs: dict[str, Any]) -> dict[str, Any]:
-    if "params:scaling" in pipeline.inputs():
-        inputs = {"params:scaling": ScalingParams(), **inputs}
-    catalog = DataCatalog(
-        {
-            **{name: MemoryDataset(value, copy_mode="assign") for name, value in inputs.items()},
-            **{name: KeptMemoryDataset() for name in pipeline.all_outputs()},
-        }
-    )
-    SequentialRunner().run(pipeline, catalog)
-    return {name: catalog.load(name) for name in pipeline.all_outputs()}
-
-
 @pytest.mark.slow
 def test_sft_runs_through_training_steering_eval_and_reporting(tmp_path) -> None:
     tm = make_tiny_target_model("gemma3", n_layers=3, hidden=64, seed=4)
@@ -251,27 +231,16 @@ def test_sft_runs_through_training_steering_eval_and_reporting(tmp_path) -> None
             "n_resamples": 20,
         }
     )
-    with (
-        FakeOpenAIServer(reply_fn=lambda body: "Talk about it.") as gen,
-        FakeOpenAIServer(reply_fn=lambda body: "Fine.\nRating: [[2]]") as judge,
-    ):
-        out = _run(
-            steering_pipeline(),
-            {
-                "concepts_meta": catalog.load("concepts_meta"),
-                "steering_instructions": pd.DataFrame({"instruction": PROMPTS + ["hello there"]}),
-                "method_artifacts": arts,
-                "max_activations": mags,
-                "target_model": tm,
-                "generator_llm": client_for(gen, tmp_path / "llm.sqlite"),
-                "judge_llm": client_for(judge, tmp_path / "llm.sqlite"),
-                "llm_prices": project_llm_prices(),
-                "prompt_templates": project_prompt_templates(),
-                "generation_cache": SQLiteCache(tmp_path / "gen.sqlite", "g"),
-                "params:steering_eval": steer,
-                "params:run": run,
-            },
-        )
+    out = run_steering(
+        tmp_path,
+        tm=tm,
+        concepts_meta=catalog.load("concepts_meta"),
+        artifacts=arts,
+        max_activations=mags,
+        params=steer,
+        instructions=PROMPTS + ["hello there"],
+        run=run,
+    )
     _assert_same_bits(tm.model, base)
     gens = out["steering_generations"]
     sft = gens[gens["method"] == "SFT"]

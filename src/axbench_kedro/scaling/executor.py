@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from axbench_kedro.errors import AxbenchConfigError
+from axbench_kedro.errors import AxbenchConfigError, AxbenchDataError
 from axbench_kedro.scaling.config import ScalingParams
 
 __all__ = ["ShardExecutor", "SequentialExecutor", "DaskExecutor", "LazyExecutor", "make_executor"]
@@ -169,7 +169,7 @@ class DaskExecutor(ShardExecutor):
         common: Any = _NO_COMMON,
         on_done: Callable[[int, R], None] | None = None,
     ) -> list[R]:
-        from distributed import as_completed
+        from distributed import KilledWorker, as_completed
 
         run = uuid.uuid4().hex[:8]
         name = getattr(getattr(fn, "func", fn), "__name__", "shard")
@@ -193,7 +193,14 @@ class DaskExecutor(ShardExecutor):
         try:
             for future in as_completed(futures, loop=self.client.loop):
                 i = index[future.key]
-                out[i] = future.result()
+                try:
+                    out[i] = future.result()
+                except KilledWorker:
+                    raise AxbenchDataError(
+                        f"scaling: shard {i} of {name} lost its worker {self.retries + 1} time(s) "
+                        f"(scaling.retries = {self.retries}); finished shards are in the caches, so a rerun "
+                        "resumes from there"
+                    ) from None
                 future.release()  # the cluster forgets it: a later worker death cannot recompute it
                 if on_done is not None:
                     on_done(i, out[i])
