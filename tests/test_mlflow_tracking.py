@@ -122,7 +122,9 @@ def test_every_parameter_block_is_logged_flattened(tracked: dict[str, Any]) -> N
     # run leaves the suppression block as the YAML spells it, so only its unspelled defaults may be missing.
     missing = set(expected) - set(logged)
     assert all(key.startswith("suppression.") for key in missing), sorted(missing)[:5]
-    assert {k: logged[k] for k in expected if k in logged} == {k: v for k, v in expected.items() if k in logged}
+    assert {k: logged[k] for k in expected if k in logged} == {
+        k: v for k, v in expected.items() if k in logged
+    }
 
 
 def test_detection_and_steering_metrics_per_method(tracked: dict[str, Any]) -> None:

@@ -142,7 +142,9 @@ def test_concurrency_limit_is_respected(tmp_path):
         client.complete_many([_req(f"q{i}") for i in range(20)])
         elapsed = time.perf_counter() - start
         assert srv.max_in_flight == 4  # reached, never exceeded
-    assert 0.45 <= elapsed < 5.0  # 20 calls / 4 lanes × 0.1 s = 0.5 s at least; the upper bound only guards against hangs
+    assert (
+        0.45 <= elapsed < 5.0
+    )  # 20 calls / 4 lanes × 0.1 s = 0.5 s at least; the upper bound only guards against hangs
 
 
 def test_concurrency_limit_holds_across_concurrent_batches(tmp_path):
