@@ -175,3 +175,39 @@ def run_steering(
                 "params:scaling": ScalingParams(),
             },
         )
+
+
+def run_latent(
+    tmp_path: Path,
+    *,
+    tm: Any,
+    concepts_meta: pd.DataFrame,
+    artifacts: dict[str, Any],
+    run: RunSettings | None = None,
+) -> dict[str, Any]:
+    """The latent_eval pipeline on 3 synthetic concepts (4 positives, 4 negatives, 1 hard negative each), no SAE
+    table, no PromptDetection rater, no cache."""
+    from axbench_kedro.config.latent_eval import LatentEvalParams
+    from axbench_kedro.detection.sae_max_act import SAEMaxActTable
+    from axbench_kedro.pipelines.latent_eval import create_pipeline
+    from fixtures.project_catalog import project_llm_prices, project_prompt_templates
+
+    from .synthetic_data import make_latent_eval_data
+
+    return run_pipeline(
+        create_pipeline(),
+        {
+            "latent_eval_data": make_latent_eval_data(n_concepts=3, n_pos=4, n_neg=4, n_hard=1),
+            "concepts_meta": concepts_meta,
+            "method_artifacts": artifacts,
+            "target_model": tm,
+            "detection_rater_llm": None,
+            "sae_max_act": SAEMaxActTable(None),
+            "llm_prices": project_llm_prices(),
+            "prompt_templates": project_prompt_templates(),
+            "latent_cache": ArtifactStore(tmp_path / "latent_cache"),
+            "params:run": run or RunSettings(setting="tiny", layer=LAYER, seed=42),
+            "params:latent_eval": LatentEvalParams(use_cache=False),
+            "params:scaling": ScalingParams(),
+        },
+    )

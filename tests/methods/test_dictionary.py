@@ -12,12 +12,9 @@ import torch
 from kedro.runner import SequentialRunner
 
 from axbench_kedro.config.common import RunSettings
-from axbench_kedro.config.latent_eval import LatentEvalParams
 from axbench_kedro.config.steering_eval import SteeringEvalParams
 from axbench_kedro.config.training import TrainingParams
 from axbench_kedro.datasets.dictionaries import ReleasedDictionariesDataset
-from axbench_kedro.datasets.method_artifacts import ArtifactStore
-from axbench_kedro.detection.sae_max_act import SAEMaxActTable
 from axbench_kedro.detection.summary import magnitude_table
 from axbench_kedro.errors import AxbenchDataError
 from axbench_kedro.methods import MethodArtifact, get_method
@@ -27,20 +24,17 @@ from axbench_kedro.methods.dictionary_file import (
     feature_path,
     match_concepts,
 )
-from axbench_kedro.pipelines.latent_eval import create_pipeline as latent_pipeline
 from axbench_kedro.pipelines.training import create_pipeline as training_pipeline
-from axbench_kedro.scaling.config import ScalingParams
-from fixtures.project_catalog import project_llm_prices, project_prompt_templates
 from fixtures.tiny_models import make_tiny_target_model
 
 from .pipeline_inputs import (
     LAYER,
-    run_pipeline,
+    run_latent,
     run_steering,
     training_catalog,
     write_dictionary,
 )
-from .synthetic_data import CONCEPTS, make_latent_eval_data
+from .synthetic_data import CONCEPTS
 
 RTR, DMD = "Dictionary(ReFT-r1 16K)", "Dictionary(DiffMean 16K)"
 RUN = RunSettings(setting="tiny", layer=LAYER, seed=42)
@@ -243,23 +237,7 @@ def test_dictionaries_of_trained_rows_score_and_steer_like_the_rank1_methods(tm,
     arts = {**trained, **imported}
     concepts_meta = second.load("concepts_meta")
 
-    latent = run_pipeline(
-        latent_pipeline(),
-        {
-            "latent_eval_data": make_latent_eval_data(n_concepts=3, n_pos=4, n_neg=4, n_hard=1),
-            "concepts_meta": concepts_meta,
-            "method_artifacts": arts,
-            "target_model": tm,
-            "detection_rater_llm": None,
-            "sae_max_act": SAEMaxActTable(None),
-            "llm_prices": project_llm_prices(),
-            "prompt_templates": project_prompt_templates(),
-            "latent_cache": ArtifactStore(tmp_path / "latent_cache"),
-            "params:run": RUN,
-            "params:latent_eval": LatentEvalParams(use_cache=False),
-            "params:scaling": ScalingParams(),
-        },
-    )
+    latent = run_latent(tmp_path, tm=tm, concepts_meta=concepts_meta, artifacts=arts, run=RUN)
     scores, mags = latent["latent_scores"], latent["max_activations"]
     for name, method in ((RTR, "ReFT-r1"), (DMD, "DiffMean")):
         ours = scores[scores["method"] == name].set_index(["concept_id", "row_id"])["max_act"].sort_index()

@@ -13,12 +13,9 @@ from kedro.runner import SequentialRunner
 
 from axbench_kedro.cache import SQLiteCache
 from axbench_kedro.config.common import RunSettings
-from axbench_kedro.config.latent_eval import LatentEvalParams
 from axbench_kedro.config.reporting import ReportingParams
 from axbench_kedro.config.steering_eval import SteeringEvalParams
 from axbench_kedro.config.training import TrainingParams
-from axbench_kedro.datasets.method_artifacts import ArtifactStore
-from axbench_kedro.detection.sae_max_act import SAEMaxActTable
 from axbench_kedro.errors import AxbenchConfigError, AxbenchDataError
 from axbench_kedro.lm.chat import format_prompt
 from axbench_kedro.lm.steering import steered_generate
@@ -27,18 +24,15 @@ from axbench_kedro.methods.hypersteer import HyperSteer, held_out_split
 from axbench_kedro.methods.hypersteer_net import HyperNetConfig, HyperSteerNet
 from axbench_kedro.methods.registry import get_method
 from axbench_kedro.methods.trainer import TrainOptions, build_concepts, train_methods
-from axbench_kedro.pipelines.latent_eval import create_pipeline as latent_pipeline
 from axbench_kedro.pipelines.reporting.nodes import make_leaderboard
 from axbench_kedro.pipelines.training import create_pipeline as training_pipeline
-from axbench_kedro.scaling.config import ScalingParams
 from axbench_kedro.steering.plans import plan_units, steering_plans
 from axbench_kedro.steering.schedule import generate_plans
 from axbench_kedro.suppression.generation import suppression_plans
-from fixtures.project_catalog import project_llm_prices, project_prompt_templates
 from fixtures.tiny_models import make_tiny_target_model
 
-from .pipeline_inputs import LAYER, run_pipeline, run_steering, training_catalog
-from .synthetic_data import make_concepts_meta, make_latent_eval_data, make_train_data
+from .pipeline_inputs import LAYER, run_latent, run_steering, training_catalog
+from .synthetic_data import make_concepts_meta, make_train_data
 
 # a tiny hypernetwork with a high learning rate, so that a few steps move the loss
 FAST: dict[str, Any] = {
@@ -277,25 +271,8 @@ def test_hypersteer_runs_through_training_latent_eval_steering_eval_and_reportin
     assert again.loc["HyperSteer", "cached_concepts"] == 1
     assert catalog.load("method_artifacts")["HyperSteer"].fingerprint() == arts["HyperSteer"].fingerprint()
     run = RunSettings(setting="tiny", layer=LAYER, seed=42)
-    latent = (
-        run_pipeline(  # HyperSteer has no detection: latent_eval scores DiffMean and gives HyperSteer m = 1
-            latent_pipeline(),
-            {
-                "latent_eval_data": make_latent_eval_data(n_concepts=3, n_pos=4, n_neg=4, n_hard=1),
-                "concepts_meta": catalog.load("concepts_meta"),
-                "method_artifacts": arts,
-                "target_model": tm,
-                "detection_rater_llm": None,
-                "sae_max_act": SAEMaxActTable(None),
-                "llm_prices": project_llm_prices(),
-                "prompt_templates": project_prompt_templates(),
-                "latent_cache": ArtifactStore(tmp_path / "latent_cache"),
-                "params:run": run,
-                "params:latent_eval": LatentEvalParams(use_cache=False),
-                "params:scaling": ScalingParams(),
-            },
-        )
-    )
+    # HyperSteer has no detection: latent_eval scores DiffMean and gives HyperSteer m = 1
+    latent = run_latent(tmp_path, tm=tm, concepts_meta=catalog.load("concepts_meta"), artifacts=arts, run=run)
     assert set(latent["latent_scores"]["method"]) == {"DiffMean"}
     mags = latent["max_activations"]
     hs_mags = mags[mags["method"] == "HyperSteer"]

@@ -11,21 +11,14 @@ import torch
 from kedro.runner import SequentialRunner
 
 from axbench_kedro.config.common import RunSettings
-from axbench_kedro.config.latent_eval import LatentEvalParams
 from axbench_kedro.config.reporting import ReportingParams
 from axbench_kedro.config.steering_eval import SteeringEvalParams
 from axbench_kedro.config.training import TrainingParams
-from axbench_kedro.datasets.method_artifacts import ArtifactStore
-from axbench_kedro.detection.sae_max_act import SAEMaxActTable
-from axbench_kedro.pipelines.latent_eval import create_pipeline as latent_pipeline
 from axbench_kedro.pipelines.reporting.nodes import make_leaderboard
 from axbench_kedro.pipelines.training import create_pipeline as training_pipeline
-from axbench_kedro.scaling.config import ScalingParams
-from fixtures.project_catalog import project_llm_prices, project_prompt_templates
 from fixtures.tiny_models import make_tiny_target_model
 
-from .pipeline_inputs import LAYER, run_pipeline, run_steering, training_catalog
-from .synthetic_data import make_latent_eval_data
+from .pipeline_inputs import LAYER, run_latent, run_steering, training_catalog
 
 TOYS = ["ToyMean", "ToyRandom"]
 RUN = RunSettings(setting="tiny", layer=LAYER, seed=42)
@@ -66,23 +59,7 @@ def test_plugin_method_trains_scores_steers_and_ranks(toy_plugin, tmp_path) -> N
     concepts_meta = catalog.load("concepts_meta")
 
     # latent_eval: the plugin is an `activation` method, scored in the shared forward pass
-    latent = run_pipeline(
-        latent_pipeline(),
-        {
-            "latent_eval_data": make_latent_eval_data(n_concepts=3, n_pos=4, n_neg=4, n_hard=1),
-            "concepts_meta": concepts_meta,
-            "method_artifacts": arts,
-            "target_model": tm,
-            "detection_rater_llm": None,
-            "sae_max_act": SAEMaxActTable(None),
-            "llm_prices": project_llm_prices(),
-            "prompt_templates": project_prompt_templates(),
-            "latent_cache": ArtifactStore(tmp_path / "latent_cache"),
-            "params:run": RUN,
-            "params:latent_eval": LatentEvalParams(use_cache=False),
-            "params:scaling": ScalingParams(),
-        },
-    )
+    latent = run_latent(tmp_path, tm=tm, concepts_meta=concepts_meta, artifacts=arts, run=RUN)
     scores, metrics, mags = latent["latent_scores"], latent["latent_metrics"], latent["max_activations"]
     assert set(scores["method"]) == {"DiffMean", *TOYS}
     assert (scores.groupby("method").size() == scores.groupby("method").size()["DiffMean"]).all()
