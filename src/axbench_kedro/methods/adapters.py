@@ -23,6 +23,7 @@ import hashlib
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from typing import Protocol
 
 import torch
 
@@ -36,11 +37,22 @@ from axbench_kedro.methods.rank1 import linear_decay, seeded_generator
 
 __all__ = [
     "AdapterMethod",
+    "AdapterSchedule",
     "resolve_layers",
     "positive_rows",
     "full_response_loss",
     "fit_adapter",
 ]
+
+
+class AdapterSchedule(Protocol):
+    """The optimisation hyperparameters every adapter method's ``Params`` carries (read by :func:`fit_adapter`)."""
+
+    lr: float
+    epochs: int
+    batch_size: int
+    gradient_accumulation: int
+    max_grad_norm: float | None
 
 
 class AdapterMethod(Method):
@@ -112,22 +124,22 @@ def fit_adapter(
     rows: LMObjectiveRows,
     params: Sequence[torch.nn.Parameter],
     loss_fn: Callable[[LMBatch], torch.Tensor],
+    hp: AdapterSchedule,
     *,
     seed: int,
-    lr: float,
-    epochs: int,
-    batch_size: int,
-    gradient_accumulation: int,
-    max_grad_norm: float | None,
     device: torch.device,
     after_step: Callable[[], None] | None = None,
 ) -> list[float]:
-    """AdamW (wd 0) with linear decay over the rows (shuffled per epoch by ``seed``); returns the per-step losses.
+    """AdamW (wd 0, ``hp.lr``) with linear decay over the rows (shuffled per epoch by ``seed``) for ``hp.epochs``;
+    returns the per-step losses.
 
-    An optimizer step follows every ``gradient_accumulation`` micro-batches (and the last one of an epoch); the
-    loss of a step is the mean of its micro-batch losses. Dropout draws from a forked RNG seeded with ``seed``,
-    so the global random state is left as it was.
+    An optimizer step follows every ``hp.gradient_accumulation`` micro-batches of ``hp.batch_size`` rows (and the
+    last one of an epoch), after clipping to ``hp.max_grad_norm`` when set; the loss of a step is the mean of its
+    micro-batch losses. Dropout draws from a forked RNG seeded with ``seed``, so the global random state is left as
+    it was.
     """
+    lr, epochs, batch_size = hp.lr, hp.epochs, hp.batch_size
+    gradient_accumulation, max_grad_norm = hp.gradient_accumulation, hp.max_grad_norm
     n = len(rows)
     micro = -(-n // batch_size)
     opt = torch.optim.AdamW(list(params), lr=lr, weight_decay=0.0)

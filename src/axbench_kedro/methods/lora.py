@@ -157,12 +157,8 @@ class LoRA(AdapterMethod):
                 rows,
                 params,
                 lambda batch: full_response_loss(tm, batch),
+                hp,
                 seed=inputs.seed,
-                lr=hp.lr,
-                epochs=hp.epochs,
-                batch_size=hp.batch_size,
-                gradient_accumulation=hp.gradient_accumulation,
-                max_grad_norm=hp.max_grad_norm,
                 device=tm.device,
             )
             a = torch.stack([m.lora_A[_ADAPTER].weight.detach().float().cpu() for m in mods])

@@ -190,12 +190,8 @@ class LoReFT(AdapterMethod):
                 rows,
                 params,
                 loss_fn,
+                hp,
                 seed=inputs.seed,
-                lr=hp.lr,
-                epochs=hp.epochs,
-                batch_size=hp.batch_size,
-                gradient_accumulation=hp.gradient_accumulation,
-                max_grad_norm=hp.max_grad_norm,
                 device=tm.device,
             )
         with torch.no_grad():

@@ -157,12 +157,8 @@ class SFT(AdapterMethod):
                     rows,
                     list(params.values()),
                     lambda batch: response_loss(tm, batch),
+                    hp,
                     seed=inputs.seed,
-                    lr=hp.lr,
-                    epochs=hp.epochs,
-                    batch_size=hp.batch_size,
-                    gradient_accumulation=hp.gradient_accumulation,
-                    max_grad_norm=hp.max_grad_norm,
                     device=tm.device,
                     after_step=lambda: bar.update(1),
                 )
