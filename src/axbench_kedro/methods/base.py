@@ -441,10 +441,11 @@ class Method(ABC):
         return {}
 
     def steering_subset(self, artifact: MethodArtifact) -> frozenset[int] | None:
-        """The concepts steering evaluates when the method filters its own (SAE (filtered): the kept ones); ``None``
-        = every concept of the run."""
-        del artifact
-        return None
+        """The concepts steering evaluates when the method covers only some of the run's: by default the artifact's
+        own concepts when the trainer left some out (a concept limit: ``skipped_concept_ids``); methods that choose
+        their own (SAE (filtered): the kept ones; HyperSteer: the held-out ones) override it. ``None`` = every
+        concept of the run (a concept without an artifact row is then an error)."""
+        return frozenset(artifact.concept_ids) if "skipped_concept_ids" in artifact.meta else None
 
     def artifact_magnitudes(self, artifact: MethodArtifact) -> list[dict[str, Any]] | None:
         """Magnitude rows fixed by the artifact itself (``concept_id, max_act, source, source_ref``; e.g. a

@@ -339,6 +339,10 @@ class HyperSteer(Method):
         net.load_state_dict(state)
         return net.to(device).eval()
 
+    def steering_subset(self, artifact: MethodArtifact) -> frozenset[int] | None:
+        """The held-out concepts (the artifact's): HyperSteer is evaluated on them only [D 19]."""
+        return frozenset(artifact.concept_ids)
+
     def prompt_steering_vectors(
         self,
         artifact: MethodArtifact,

@@ -68,7 +68,8 @@ class MethodPlan:
             carries that concept's adapter (units then use the plain ``input``, batches hold one concept each).
         adapter_shas: concept_id → hash of that concept's adapter (its units' ``vector_sha``).
         adapter_artifact: the artifact ``adapter`` applies (a Dask worker rebuilds ``adapter`` from it).
-        covered: the concepts the method is evaluated on (HyperSteer: its held-out concepts); ``None`` = all.
+        covered: the concepts the method steers when it covers only some (:meth:`Method.steering_subset`: a concept
+            limit, SAE (filtered)'s kept concepts, HyperSteer's held-out ones); ``None`` = all.
         prompt_rows: per-prompt methods (v(c, x), HyperSteer): (concept_id, prompt) → row of ``vectors``, filled by
             :meth:`prepare_prompt_vectors` (``rows`` is then unused).
         prompt_vector_fn: per-prompt methods: ``(concept_ids, prompts) → [n, d]`` vectors in one batched pass
@@ -233,15 +234,7 @@ def steering_plans(
                 f"method_artifacts[{name}]: steering vectors of shape {list(vectors.shape)} do not fit the target "
                 f"model's width {tm.d_model}"
             )
-        subset = method.steering_subset(artifact)
-        ids = [int(c) for c in concept_ids if subset is None or int(c) in subset]
-        if subset is not None:
-            log.info(
-                "steering_eval: %s steers %d of %d concepts (its own filter)",
-                name,
-                len(ids),
-                len(concept_ids),
-            )
+        ids, covered = _steered_concepts(method, artifact, concept_ids)
         index = artifact.rows_of(ids).tolist()
         rows = {c: int(i) for c, i in zip(ids, index, strict=True)}
         plans.append(
@@ -252,10 +245,22 @@ def steering_plans(
                 vectors,
                 rows,
                 magnitudes_for(method, max_activations, ids),
-                covered=frozenset(ids) if subset is not None else None,
+                covered=covered,
             )
         )
     return plans
+
+
+def _steered_concepts(
+    method: Method, artifact: MethodArtifact, concept_ids: Sequence[int]
+) -> tuple[list[int], frozenset[int] | None]:
+    """The run's concepts the method steers (its :meth:`~Method.steering_subset`, logged when it leaves some out)
+    and the plan's ``covered`` set (``None`` = all)."""
+    subset = method.steering_subset(artifact)
+    ids = [int(c) for c in concept_ids if subset is None or int(c) in subset]
+    if len(ids) < len(concept_ids):
+        log.info("steering_eval: %s steers %d of the %d concepts", method.name, len(ids), len(concept_ids))
+    return ids, None if subset is None else frozenset(ids)
 
 
 def _prompt_plan(
@@ -270,16 +275,14 @@ def _prompt_plan(
 ) -> MethodPlan:
     """The plan of a per-prompt method (v(c, x)) over the concepts its artifact covers; the vectors are computed
     when the units are known (:func:`plan_units`)."""
-    covered = [int(c) for c in concept_ids if int(c) in set(artifact.concept_ids)]
-    if len(covered) < len(concept_ids):
-        log.info("steering_eval: %s steers its %d evaluated (held-out) concepts", name, len(covered))
+    ids, covered = _steered_concepts(method, artifact, concept_ids)
     plan = MethodPlan(
         name,
         False,
         factors,
-        rows={c: int(r) for c, r in zip(covered, artifact.rows_of(covered).tolist(), strict=True)},
-        magnitudes=magnitudes_for(method, max_activations, covered),
-        covered=frozenset(covered),
+        rows={c: int(r) for c, r in zip(ids, artifact.rows_of(ids).tolist(), strict=True)},
+        magnitudes=magnitudes_for(method, max_activations, ids),
+        covered=covered,
     )
     plan.prompt_vector_fn = lambda cids, prompts: method.prompt_steering_vectors(
         artifact, tm, layer, cids, prompts
@@ -302,12 +305,7 @@ def _adapter_plan(
     if not artifact.ok:
         log.warning("steering_eval: %s skipped (%s)", name, artifact.skip_reason or artifact.status)
         return None
-    untrained = {
-        int(c) for c in artifact.meta.get("skipped_concept_ids", [])
-    }  # past the method's concept limit
-    ids = [int(c) for c in concept_ids if int(c) not in untrained]
-    if len(ids) < len(concept_ids):
-        log.info("steering_eval: %s steers the %d concepts it was trained on (concept limit)", name, len(ids))
+    ids, covered = _steered_concepts(method, artifact, concept_ids)
     index = artifact.rows_of(ids).tolist()
 
     def adapter(concept_id: int) -> AbstractContextManager[None]:
@@ -322,6 +320,7 @@ def _adapter_plan(
         adapter=adapter,
         adapter_shas={c: method.adapter_sha(artifact, c) for c in ids},
         adapter_artifact=artifact,
+        covered=covered,
     )
 
 
@@ -347,10 +346,8 @@ def plan_units(plan: MethodPlan, prompts: pd.DataFrame, replicates: int) -> tupl
         )
     for rec in prompts.itertuples(index=False):
         cid = int(rec.concept_id)
-        if plan.adapter is not None and cid not in plan.adapter_shas:
-            continue  # a concept the adapter method was not trained on
         if plan.covered is not None and cid not in plan.covered:
-            continue  # a concept the method is not evaluated on (HyperSteer: not held out)
+            continue  # a concept the method does not steer (a concept limit, a filter, a held-out split)
         base = {"dataset_name": rec.dataset_name, "concept_id": cid, "input_id": int(rec.input_id)}
         if plan.factor_free:
             first = len(units)
