@@ -1,10 +1,11 @@
-"""SFT memory across concepts (not a test): is each concept's model copy, optimizer state and gradient released?
+"""SFT memory across concepts (not a test): does memory stay that of one concept however many are trained?
 
-Trains SFT (protocol §3.12) on k concepts one after another, each through the trainer on its own (its artifact row is
-measured and dropped, so what remains is what training left behind), and prints after each concept the process RSS,
-the peak RSS so far, and on a GPU the allocated / peak-allocated CUDA memory; then the ratio memory after concept k ÷
-memory after concept 1 (≈ 1.0 when nothing accumulates) and whether the model's weights came back bit for bit.
-Concepts past the 4 of the benchmark data are copies of them under new concept ids.
+Trains SFT (protocol §3.12) on k concepts in one trainer call, as the training pipeline does (no cache: the rows go
+to a temporary folder, :mod:`axbench_kedro.methods.row_spool`), and prints after each concept (measured when the next
+one starts, and at the end) the process RSS, the peak RSS so far, and on a GPU the allocated / peak-allocated CUDA
+memory; then the ratio memory after concept k ÷ memory after concept 1 (≈ 1.0 when neither the model copies nor the
+optimizer state accumulate; a row kept in memory would add one model copy per concept) and whether the model's
+weights came back bit for bit. Concepts past the 4 of the benchmark data are copies of them under new concept ids.
 
 Usage:
     python benchmarks/bench_sft_memory.py [--model tiny|embedded] [--layer 12] [--concepts 6] [--epochs 1]
@@ -17,15 +18,18 @@ import argparse
 import dataclasses
 import gc
 import hashlib
+import os
 import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import torch
 
 from axbench_kedro.methods.registry import get_method
+from axbench_kedro.methods.sft import SFT
 from axbench_kedro.methods.trainer import train_methods
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,7 +65,7 @@ def main() -> None:
     parser.add_argument(
         "--hidden", type=int, default=512, help="width of the tiny model (a wider one shows leaks)"
     )
-    parser.add_argument("--concepts", type=int, default=6, help="k: concepts trained one after another")
+    parser.add_argument("--concepts", type=int, default=6, help="k: concepts trained in one trainer call")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--trainable", choices=["all", "layers"], default="all")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="LM tail dtype")
@@ -96,17 +100,25 @@ def main() -> None:
     if tm.device.type == "cuda":
         header += f" {'CUDA MB':>9s} {'CUDA peak MB':>13s}"
     print(header)
-    after: list[dict[str, float]] = []
-    restored = True
-    for k, concept in enumerate(concepts, start=1):
-        t0 = time.perf_counter()
-        arts, _ = train_methods(tm, [concept], [(get_method("SFT"), hp)], opts)
-        seconds = time.perf_counter() - t0
-        row_mb = sum(t.numel() * t.element_size() for t in arts["SFT"].tensors.values()) / MB
-        del arts
-        restored &= _weights_sha(tm.model) == original
-        mem = _memory(tm.device)
-        after.append(mem)
+    marks: list[tuple[float, dict[str, float]]] = []
+    train_concept = SFT.train_concept
+
+    def measured(self: SFT, inputs: Any, hp: Any) -> dict[str, Any]:
+        marks.append((time.perf_counter(), _memory(tm.device)))  # = after the previous concept
+        return train_concept(self, inputs, hp)
+
+    SFT.train_concept = measured  # type: ignore[method-assign]
+    try:
+        arts, _ = train_methods(tm, concepts, [(get_method("SFT"), hp)], opts)
+    finally:
+        SFT.train_concept = train_concept  # type: ignore[method-assign]
+    marks.append((time.perf_counter(), _memory(tm.device)))
+    restored = _weights_sha(tm.model) == original
+    art = arts["SFT"]
+    after = [mem for _, mem in marks[1:]]
+    for k, (concept, mem) in enumerate(zip(concepts, after, strict=True), start=1):
+        seconds = marks[k][0] - marks[k - 1][0]
+        row_mb = os.path.getsize(art.row_files[concept.concept_id].path) / MB
         line = f"{k:7d} {seconds:8.2f} {row_mb:8.1f} {mem['rss']:9.1f} {mem['peak_rss']:12.1f}"
         if "cuda" in mem:
             line += f" {mem['cuda']:9.1f} {mem['cuda_peak']:13.1f}"

@@ -1,6 +1,7 @@
 """HyperSteer (protocol §3.14) on a tiny model: the held-out split, joint training across concepts (the LM loss
-falls, no held-out concept is seen), one vector per (concept, prompt), per-prompt steering units and their cache
-keys, and a run through training → latent_eval → steering_eval → reporting."""
+falls, no held-out concept is seen), streamed training (each step computes its own rows; same result as the cached
+mode), one vector per (concept, prompt), per-prompt steering units and their cache keys, and a run through training
+→ latent_eval → steering_eval → reporting."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ FAST: dict[str, Any] = {
     "epochs": 6,
     "batch_size": 6,
     "held_out": 1,
+    "cache_states": False,  # the paper configuration: streamed
 }
 PROMPTS = ["tell me about the sea", "what is a good game", "write a short story about a dog"]
 
@@ -61,8 +63,9 @@ def trained(tm, three_concepts) -> tuple[MethodArtifact, list[list[int]]]:
 
     def spy(self, items, evaluated, hp, seed):
         seen.append([it.data.concept_id for it in items])
-        rows = sum(len(it.lm_rows) for it in items)
-        assert rows == sum(len(it.data.pos_inputs) for it in items)  # positives only
+        assert all(
+            it.lm_rows is None and it.lm_row_builder is not None for it in items
+        )  # nothing precomputed
         return original(self, items, evaluated, hp, seed)
 
     with pytest.MonkeyPatch.context() as mp:
@@ -113,6 +116,82 @@ def test_training_lowers_the_lm_loss(trained) -> None:
     assert sum(last) / per_epoch < sum(first) / per_epoch - 0.05, losses
     assert art.tensors["net.out_proj.weight"].shape == (64, 32)  # Linear(hidden, d)
     assert art.tensors["net.out_proj.weight"].abs().sum() > 0  # left its zero init
+
+
+class _Store:
+    """A training cache in a dict (``get`` / ``put``, as the trainer uses it)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any:
+        return self.rows.get(key)
+
+    def put(self, key: str, row: Any) -> None:
+        self.rows[key] = row
+
+
+@pytest.mark.parametrize("cache_states", [False, True])
+def test_streamed_training_computes_each_steps_rows_only(tm, three_concepts, cache_states) -> None:
+    """Streamed: every ``compute_lm_rows`` call is one optimizer step's rows (≤ batch_size, training positives
+    only), none for every concept up front; cached: one call per training concept, before the first step."""
+    import axbench_kedro.methods.trainer as trainer
+
+    calls: list[list[str]] = []
+    original = trainer.compute_lm_rows
+
+    def counting(tm_, prompts, outputs, *args, **kwargs):
+        calls.append(list(outputs))
+        return original(tm_, prompts, outputs, *args, **kwargs)
+
+    hp = {**FAST, "epochs": 2, "batch_size": 4, "cache_states": cache_states}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer, "compute_lm_rows", counting)
+        arts, _ = train_methods(
+            tm, three_concepts, [(get_method("HyperSteer"), hp)], TrainOptions("t", LAYER, 42)
+        )
+    train_ids, held_ids = held_out_split([0, 1, 2], 1, seed=42)
+    by_id = {c.concept_id: c for c in three_concepts}
+    positives = [o for c in train_ids for o in by_id[c].pos_outputs]
+    assert len(arts["HyperSteer"].meta["train_loss"]) == 2 * 3  # 12 positives, batch 4, 2 epochs
+    if cache_states:
+        assert calls == [list(by_id[c].pos_outputs) for c in train_ids]  # all rows, concept by concept
+    else:
+        assert len(calls) == 2 * 3 and max(len(c) for c in calls) <= 4  # one call per step, its rows only
+        for epoch in (calls[:3], calls[3:]):
+            assert sorted(o for call in epoch for o in call) == sorted(positives)  # each row once an epoch
+    held = set(by_id[held_ids[0]].pos_outputs) - set(positives)
+    assert held and not held & {o for call in calls for o in call}  # no held-out row is ever computed
+
+
+def test_streamed_and_cached_training_agree(tm, three_concepts) -> None:
+    """Same seed, same rows, same steps: the hypernetwork and its losses agree between the two modes.
+
+    The tolerance is float32 rounding: streamed rows are padded per step, cached ones per concept, so a truncated
+    forward pass may sum in another order (bitwise equal on this CPU, not promised elsewhere); a wrong row or
+    state moves the loss by ~1e-2 and the weights far more.
+    """
+    store = _Store()
+    arts = {}
+    for cache_states in (True, False):
+        hp = {**FAST, "epochs": 2, "batch_size": 4, "cache_states": cache_states}
+        out, summary = train_methods(
+            tm, three_concepts, [(get_method("HyperSteer"), hp)], TrainOptions("t", LAYER, 42), store=store
+        )
+        assert summary.set_index("method").loc["HyperSteer", "cached_concepts"] == 0  # the mode is in the key
+        arts[cache_states] = out["HyperSteer"]
+    cached, streamed = arts[True], arts[False]
+    assert len(store.rows) == 2
+    assert torch.allclose(
+        torch.tensor(streamed.meta["train_loss"]), torch.tensor(cached.meta["train_loss"]), rtol=0, atol=1e-5
+    )
+    assert streamed.tensors.keys() == cached.tensors.keys()
+    for name, value in cached.tensors.items():
+        assert torch.allclose(streamed.tensors[name], value, rtol=1e-4, atol=1e-6), name
+    assert (
+        cached.tensors["net.out_proj.weight"].abs().sum() > 0
+    )  # trained: the comparison is not of zero inits
+    assert streamed.concept_ids == cached.concept_ids
 
 
 def test_one_vector_per_concept_and_prompt(tm, trained) -> None:

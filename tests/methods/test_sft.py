@@ -83,7 +83,8 @@ def test_training_lowers_the_lm_loss_and_leaves_the_model_as_it_was(
     assert all(not p.requires_grad and p.grad is None for p in tm.model.parameters())
     assert trained.ok and trained.concept_ids == [0, 1]
     names = {n for n, _ in tm.model.named_parameters()}
-    assert {k[len(PREFIX) :] for k in trained.tensors} == names  # trainable: all = every parameter
+    assert not trained.tensors and sorted(trained.row_files) == [0, 1]  # rows on disk, one file per concept
+    assert {k[len(PREFIX) :] for k in trained.concept_tensors(0)} == names  # trainable: all = every parameter
     method = get_method("SFT")
     for concept in concepts:
         before = _positive_loss(tm, concept)
@@ -99,8 +100,8 @@ def test_adapter_loads_the_concepts_weights_exactly_and_hashes_per_concept(tm, t
     method = get_method("SFT")
     named = dict(tm.model.named_parameters())
     with method.adapter(trained, tm, 1):
-        for key, stacked in trained.tensors.items():
-            assert torch.equal(named[key[len(PREFIX) :]].detach(), stacked[1])
+        for key, value in trained.concept_tensors(1).items():
+            assert torch.equal(named[key[len(PREFIX) :]].detach(), value)
     shas = {method.adapter_sha(trained, c) for c in (0, 1)}
     assert len(shas) == 2
 
@@ -117,15 +118,16 @@ def test_adapter_restores_the_weights_when_its_block_raises(tm, trained, base_st
 def test_every_concept_starts_from_the_base_weights(tm, concepts, trained) -> None:
     alone, _ = _train(tm, concepts[1:])  # concept 1 without concept 0 trained before it
     assert alone.concept_ids == [1]
-    for key, stacked in trained.tensors.items():
-        assert torch.equal(alone.tensors[key][0], stacked[1]), key
+    for key, value in trained.concept_tensors(1).items():
+        assert torch.equal(alone.concept_tensors(1)[key], value), key
 
 
 def test_trainable_layers_trains_only_the_listed_blocks(tm, concepts, base_state) -> None:
     art, _ = _train(tm, concepts[:1], trainable="layers", layers=[2])
     block = {f"model.layers.2.{n}" for n, _ in tm.model.model.layers[2].named_parameters()}
-    assert {k[len(PREFIX) :] for k in art.tensors} == block
-    assert any(not torch.equal(art.tensors[PREFIX + n][0], base_state[n]) for n in block)
+    tuned = art.concept_tensors(0)
+    assert {k[len(PREFIX) :] for k in tuned} == block
+    assert any(not torch.equal(tuned[PREFIX + n], base_state[n]) for n in block)
     _assert_same_bits(tm.model, base_state)
     with pytest.raises(AxbenchConfigError, match=r"training\.hyperparameters\.SFT\.layers.*\[9\]"):
         _train(tm, concepts[:1], trainable="layers", layers=[9])
@@ -139,10 +141,10 @@ def test_concepts_past_max_concepts_are_skipped_with_one_log_line(tm, concepts, 
         "training: SFT trains the first 1 of 2 concepts (max_concepts); skipped concept_id(s) [1]"
     ]
     assert art.concept_ids == [0] and art.meta["skipped_concept_ids"] == [1]
-    assert all(t.shape[0] == 1 for t in art.tensors.values())
+    assert sorted(art.row_files) == [0]
     assert summary.set_index("method").loc["SFT", "n_concepts"] == 1
-    for key, stacked in trained.tensors.items():  # the trained concept is the one of the full run
-        assert torch.equal(art.tensors[key][0], stacked[0])
+    for key, value in trained.concept_tensors(0).items():  # the trained concept is the one of the full run
+        assert torch.equal(art.concept_tensors(0)[key], value)
     params = SteeringEvalParams.model_validate(
         {"factors": [0.5, 1.0], "instructions": {"n_selection": 1, "n_test": 1}, "n_resamples": 20}
     )

@@ -3,7 +3,9 @@
 * :class:`MethodArtifactsDataset` — versioned; each version is a folder holding ``<method>.safetensors`` (the
   tensors; absent when a method has none) and ``<method>.json`` (metadata: method, setting, layer, d, seed,
   hyperparameters, concept_ids, status, skip_reason, …) plus ``index.json`` (method order). ``load()`` returns
-  ``{method: MethodArtifact}``.
+  ``{method: MethodArtifact}``. A method whose rows are files (SFT: a model copy per concept) gets a
+  ``<method>.rows/<concept_id>.safetensors`` folder instead, hard-linked from the training cache when possible and
+  read one concept at a time.
 * :class:`ArtifactStore` / :class:`ArtifactStoreDataset` — an on-disk store keyed by content hash, holding
   per-concept training results and scored frames, so a rerun with unchanged inputs recomputes nothing.
 
@@ -21,6 +23,7 @@ Example (catalog):
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -33,23 +36,58 @@ import torch
 from kedro.io.core import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
 from safetensors.torch import load_file, save_file
 
-from axbench_kedro.methods.base import MethodArtifact
+from axbench_kedro.methods.base import MethodArtifact, RowFile
 
 __all__ = [
+    "ROW_FILE",
     "MethodArtifactsDataset",
     "ArtifactStore",
     "ArtifactStoreDataset",
     "save_artifacts",
     "load_artifacts",
+    "file_sha256",
 ]
+
+ROW_FILE = "__row_file__"  # key of a lazily read entry's RowFile (ArtifactStore.get(lazy=True))
 
 
 def _safe_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    """CPU, contiguous tensors that own their storage (what safetensors accepts), copying only those that do not:
+    a row can be a whole model, and an unconditional copy would hold it twice while it is written."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, value in tensors.items():
+        t = value.detach().cpu().contiguous()
+        storage = t.untyped_storage()
+        if storage.data_ptr() in seen or storage.nbytes() != t.nbytes or t.storage_offset():
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        out[key] = t
+    return out
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _rows_folder(name: str) -> str:
+    return f"{name}.rows"
+
+
+def _link_or_copy(source: str, target: Path) -> None:
+    """Hard-link ``source`` to ``target`` (files in the store and the artifact are never rewritten in place, so a
+    link is safe and free); copy across file systems."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def save_artifacts(folder: Path, artifacts: dict[str, MethodArtifact]) -> None:
-    """Write ``artifacts`` into ``folder`` (created): one ``.safetensors`` + ``.json`` per method."""
+    """Write ``artifacts`` into ``folder`` (created): one ``.safetensors`` + ``.json`` per method, and for a method
+    with row files a ``<method>.rows/`` folder holding ``<concept_id>.safetensors`` per concept."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, art in artifacts.items():
         if "/" in name or name.startswith("."):
@@ -57,12 +95,18 @@ def save_artifacts(folder: Path, artifacts: dict[str, MethodArtifact]) -> None:
         if art.tensors:
             save_file(_safe_tensors(art.tensors), str(folder / f"{name}.safetensors"))
         meta = dict(art.meta, method=art.method, fingerprint=art.fingerprint())
+        if art.row_files:
+            rows = folder / _rows_folder(name)
+            rows.mkdir()
+            for concept_id, row in art.row_files.items():
+                _link_or_copy(row.path, rows / f"{concept_id}.safetensors")
+            meta["row_files"] = {str(c): r.sha256 for c, r in art.row_files.items()}
         (folder / f"{name}.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
     (folder / "index.json").write_text(json.dumps({"methods": list(artifacts)}), encoding="utf-8")
 
 
 def load_artifacts(folder: Path) -> dict[str, MethodArtifact]:
-    """Read what :func:`save_artifacts` wrote (method order kept)."""
+    """Read what :func:`save_artifacts` wrote (method order kept); row files stay on disk until a concept is read."""
     index = folder / "index.json"
     if not index.is_file():
         raise DatasetError(f"{folder} is not a method_artifacts folder (no index.json)")
@@ -71,7 +115,13 @@ def load_artifacts(folder: Path) -> dict[str, MethodArtifact]:
         meta = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
         weights = folder / f"{name}.safetensors"
         tensors = load_file(str(weights)) if weights.is_file() else {}
-        out[name] = MethodArtifact(method=name, tensors=tensors, meta=meta)
+        row_files: dict[int, RowFile] = {}
+        for concept_id, sha in meta.pop("row_files", {}).items():
+            path = folder / _rows_folder(name) / f"{concept_id}.safetensors"
+            if not path.is_file():
+                raise DatasetError(f"{path}: row file of {name} concept_id {concept_id} is missing")
+            row_files[int(concept_id)] = RowFile(str(path), sha)
+        out[name] = MethodArtifact(method=name, tensors=tensors, meta=meta, row_files=row_files)
     return out
 
 
@@ -131,30 +181,43 @@ class ArtifactStore:
     def _base(self, key: str) -> Path:
         return self.root / key[:2] / key
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        """The entry stored under ``key``, or ``None``."""
+    def get(self, key: str, *, lazy: bool = False) -> dict[str, Any] | None:
+        """The entry stored under ``key``, or ``None``.
+
+        With ``lazy`` the tensors stay in their file: the entry holds a :class:`RowFile` of it under
+        :data:`ROW_FILE` instead (a row of a :attr:`~axbench_kedro.methods.base.Method.rows_on_disk` method).
+        """
         base = self._base(key)
         meta = base.with_suffix(".json")
         if not meta.is_file():
             return None
         values: dict[str, Any] = json.loads(meta.read_text(encoding="utf-8"))
         tensor_file = base.with_suffix(".safetensors")
+        sha = values.pop("__tensors_sha256__", None)
         if values.pop("__has_tensors__", False):
             if not tensor_file.is_file():
                 return None
-            values.update(load_file(str(tensor_file)))
+            if lazy:
+                values[ROW_FILE] = RowFile(str(tensor_file), sha or file_sha256(tensor_file))
+            else:
+                values.update(load_file(str(tensor_file)))
         return values
 
     def put(self, key: str, values: dict[str, Any]) -> None:
-        """Store ``values`` (tensors go to safetensors, the rest to JSON)."""
+        """Store ``values`` (tensors go to safetensors, with the file's SHA-256 in the JSON; the rest to JSON)."""
         base = self._base(key)
         base.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
         rest = {k: v for k, v in values.items() if not isinstance(v, torch.Tensor)}
         if tensors:
-            self._atomic(
-                base.with_suffix(".safetensors"), lambda p: save_file(_safe_tensors(tensors), str(p))
-            )
+            digest: list[str] = []
+
+            def write(path: Path) -> None:
+                save_file(_safe_tensors(tensors), str(path))
+                digest.append(file_sha256(path))
+
+            self._atomic(base.with_suffix(".safetensors"), write)
+            rest["__tensors_sha256__"] = digest[0]
         rest["__has_tensors__"] = bool(tensors)
         blob = json.dumps(rest, default=str)
         self._atomic(base.with_suffix(".json"), lambda p: p.write_text(blob, encoding="utf-8"))

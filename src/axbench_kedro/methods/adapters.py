@@ -76,11 +76,16 @@ class AdapterMethod(Method):
         """Attach ``concept_id``'s adapter to ``tm.model`` for the duration of the ``with`` block."""
 
     def adapter_sha(self, artifact: MethodArtifact, concept_id: int) -> str:
-        """SHA-256 of one concept's adapter tensors (the generation cache key's stand-in for a vector hash)."""
-        row = int(artifact.rows_of([concept_id])[0])
+        """SHA-256 of one concept's adapter tensors (the generation cache key's stand-in for a vector hash); for
+        rows kept in files, of the file's recorded SHA-256 (nothing is read)."""
         h = hashlib.sha256(self.name.encode())
-        for name in sorted(artifact.tensors):
-            t = artifact.tensors[name][row].detach().to(torch.float32).cpu().contiguous()
+        if artifact.row_files:
+            artifact.rows_of([concept_id])
+            h.update(b"file " + artifact.row_files[int(concept_id)].sha256.encode())
+            return h.hexdigest()
+        tensors = artifact.concept_tensors(concept_id)
+        for name in sorted(tensors):
+            t = tensors[name].detach().to(torch.float32).cpu().contiguous()
             h.update(name.encode() + str(tuple(t.shape)).encode() + t.numpy().tobytes())
         return h.hexdigest()
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -53,6 +53,7 @@ __all__ = [
     "ConceptInputs",
     "DetectionEncoder",
     "MethodArtifact",
+    "RowFile",
     "Method",
     "apply_activation",
 ]
@@ -72,7 +73,11 @@ SuppressionIntervention = Literal["addition", "addition_suppression"]
 #   "texts"        — nothing but the raw rows (the ConceptData is always given)
 #   "preference"   — the concept's ``preference_data`` pairs as cached layer-L states (RePS family, protocol §3.13)
 #   "lm_tail"      — only the runtime of the blocks after L and the LM head (IG / IxG, SAE (filtered))
-Requirement = Literal["activations", "lm_objective", "sae", "texts", "preference", "lm_tail"]
+#   "lm_rows_on_demand" — a builder of "lm_objective" rows for given pairs, plus the LM tail, so a method computes
+#                    only the rows it is about to use (HyperSteer streaming its joint training)
+Requirement = Literal[
+    "activations", "lm_objective", "sae", "texts", "preference", "lm_tail", "lm_rows_on_demand"
+]
 
 
 class NoParams(StrictModel):
@@ -174,6 +179,8 @@ class ConceptInputs:
         sae: the full SAE ("sae").
         binary_texts: F-binary strings of ``data.inputs``/``data.outputs`` ("texts").
         preference: cached layer-L states of the concept's preference pairs ("preference").
+        lm_row_builder: ``(raw inputs, raw outputs) → LMObjectiveRows`` computed now, formatted as ``lm_rows``
+            ("lm_rows_on_demand").
     """
 
     data: ConceptData
@@ -186,6 +193,7 @@ class ConceptInputs:
     lm_tail: Any = None
     sae: SAEParams | None = None
     preference: PreferenceRows | None = None
+    lm_row_builder: Callable[[Sequence[str], Sequence[str]], LMObjectiveRows] | None = None
 
 
 @dataclass(frozen=True)
@@ -224,18 +232,49 @@ def apply_activation(
     raise ValueError(f"unknown activation {activation!r}")
 
 
+@dataclass(frozen=True)
+class RowFile:
+    """One concept's tensors of a :attr:`~Method.rows_on_disk` method, in a safetensors file read on demand.
+
+    Attributes:
+        path: the file (names without the concept axis: what ``train_concept`` returned).
+        sha256: SHA-256 of the file's bytes (the concept's identity in fingerprints and cache keys).
+        owner: keeps a temporary folder holding ``path`` alive (not compared, not pickled).
+    """
+
+    path: str
+    sha256: str
+    owner: Any = field(default=None, compare=False, repr=False)
+
+    def load(self) -> dict[str, torch.Tensor]:
+        """The concept's tensors (read now, on the CPU)."""
+        from safetensors.torch import load_file
+
+        return load_file(self.path)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "owner": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+
+
 @dataclass
 class MethodArtifact:
     """A trained method for every concept: named tensors plus metadata (protocol §1.6).
 
     ``meta`` always holds ``method``, ``status`` (``ok`` | ``skipped``), ``skip_reason``, ``setting``, ``layer``,
     ``d``, ``seed``, ``model``, ``hyperparameters`` and ``concept_ids`` (the row order of every per-concept
-    tensor); methods add their own keys (e.g. ``sae_ids``, ``vocabulary``).
+    tensor); methods add their own keys (e.g. ``sae_ids``, ``vocabulary``). A :attr:`~Method.rows_on_disk` method
+    keeps its per-concept tensors in ``row_files`` (``{concept_id: RowFile}``) instead of ``tensors``; read one
+    concept with :meth:`concept_tensors` either way.
     """
 
     method: str
     tensors: dict[str, torch.Tensor]
     meta: dict[str, Any]
+    row_files: dict[int, RowFile] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -277,7 +316,17 @@ class MethodArtifact:
             t = self.tensors[name].detach().cpu().contiguous()
             h.update(name.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
             h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        for concept_id in sorted(self.row_files):
+            h.update(f"row {concept_id} {self.row_files[concept_id].sha256}".encode())
         return h.hexdigest()
+
+    def concept_tensors(self, concept_id: int) -> dict[str, torch.Tensor]:
+        """``concept_id``'s tensors without the concept axis (from its row file, or row of the stacked tensors)."""
+        if self.row_files:
+            self.rows_of([concept_id])  # the same error for a concept the artifact lacks
+            return self.row_files[int(concept_id)].load()
+        row = int(self.rows_of([concept_id])[0])
+        return {name: t[row] for name, t in self.tensors.items()}
 
 
 class Method(ABC):
@@ -318,6 +367,9 @@ class Method(ABC):
             ``concept_ids`` are the evaluated concepts :meth:`split_concepts` returns.
         per_prompt_vectors: the steering vector depends on the prompt too, v(c, x) (HyperSteer): steering asks
             :meth:`prompt_steering_vectors` for every (concept, prompt) pair instead of :meth:`steering_vectors`.
+        rows_on_disk: a concept's trained tensors are large (SFT: a model copy): the trainer trains one concept at
+            a time and writes its tensors to a file as soon as it finishes, and the artifact refers to the files
+            (:attr:`MethodArtifact.row_files`), so memory does not grow with the number of concepts.
     """
 
     name: ClassVar[str] = ""
@@ -339,6 +391,7 @@ class Method(ABC):
     subset_baseline: ClassVar[str | None] = None
     trains_jointly: ClassVar[bool] = False
     per_prompt_vectors: ClassVar[bool] = False
+    rows_on_disk: ClassVar[bool] = False
 
     # ---- training ------------------------------------------------------------------------------------------
     def params(self, raw: dict[str, Any] | StrictModel | None = None) -> StrictModel:
@@ -382,6 +435,12 @@ class Method(ABC):
         """A :attr:`trains_jointly` method's ``(training concepts, evaluated concepts)``; default: all, all."""
         del hp, seed
         return list(concepts), list(concepts)
+
+    def requirements(self, hp: Any) -> frozenset[str]:
+        """The resources the trainer builds for these hyperparameters (a subset of :attr:`requires`, which also
+        decides the cache key's parts); default: all of :attr:`requires`."""
+        del hp
+        return self.requires
 
     def train_all(
         self, items: Sequence[ConceptInputs], evaluated: Sequence[ConceptData], hp: Any, seed: int

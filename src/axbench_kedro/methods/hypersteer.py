@@ -3,9 +3,21 @@
 The hypernetwork (:mod:`axbench_kedro.methods.hypersteer_net`) reads the concept description and cross-attends to
 the base model's ``hidden_states[L]`` (output of block L−1) of the prompt tokens; its output v(c, x) is added at
 block L. Training (:meth:`HyperSteer.train_all`, called once by the trainer with every *training* concept): h ← h +
-v at positions "all" of the cached block-L states of F-prompt + response, LM loss on the positives' responses (mean
-over the batch's response tokens), only the hypernetwork trains; AdamW, linear decay, gradient clipping, batches
-mixing concepts.
+v at positions "all" of the block-L states of F-prompt + response, LM loss on the positives' responses (mean over the
+batch's response tokens), only the hypernetwork trains; AdamW, linear decay, gradient clipping, batches mixing
+concepts.
+
+Where the states come from (``cache_states``): cached, the trainer computes the block-L states of every training row
+up front (``lm_objective``) and HyperSteer adds every row's prompt states, all held for the whole training; streamed
+(the paper configuration), the trainer hands over a row builder (``lm_rows_on_demand``, the same F-prompt, targets
+and ``max_length``) and each optimizer step computes its own rows' states, then drops them, so memory does not grow
+with the number of concepts (strings and description token ids only), at the price of one truncated forward pass of
+the step's rows per step and epoch.
+
+Memory per training row, cached: ``(T_row + T_prompt) · d`` values in the model's dtype plus ``8 · T_row`` bytes of
+token ids, more with padding (a row's states are views of its padded batch); ``benchmarks/bench_hypersteer_memory.py``
+measures 143 KB a row in float32 at d 512. Gemma-2-2B in bfloat16 (d 2304), a ~200-token row with a ~40-token prompt:
+~1.1 MB a row, ~40 GB for 500 concepts × 72 positives. Streamed: one step's ``batch_size`` rows at a time.
 
 Held-out split [D 19]: upstream's split is unpublished, so :func:`held_out_split` holds out a seeded sample of the
 concepts (a count or a fraction) or an explicit id list; no held-out concept reaches training, and the artifact's
@@ -22,7 +34,7 @@ Example:
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -33,7 +45,7 @@ from axbench_kedro.config.common import StrictModel
 from axbench_kedro.errors import AxbenchConfigError
 from axbench_kedro.lm.activations import truncated_hidden_states
 from axbench_kedro.lm.types import TargetModel
-from axbench_kedro.methods.activations import LMObjectiveRows
+from axbench_kedro.methods.activations import LMBatch, LMObjectiveRows
 from axbench_kedro.methods.base import ConceptData, ConceptInputs, Method, MethodArtifact
 from axbench_kedro.methods.hypersteer_net import HyperNetConfig, HyperSteerNet
 from axbench_kedro.methods.rank1 import linear_decay, seeded_generator
@@ -69,6 +81,11 @@ class HyperSteerParams(StrictModel):
     split_seed: seed of the held-out sample (null = the run seed).
     state_batch_size: prompts per truncated forward pass (prompt states, training and steering).
     vector_batch_size: (concept, prompt) pairs per hypernetwork pass at steering time.
+    cache_states: compute the block-L states of every training row and its prompt states once, before training, and
+        keep them all (fastest, but memory grows with concepts × positives × tokens × d: tens of GB at paper scale);
+        false = stream: each optimizer step computes its own rows' states (one more truncated forward pass of the
+        step's rows per step, every epoch) and memory stays constant in the number of concepts. Results agree to
+        float rounding (rows are padded per step instead of per concept), not bit for bit.
     """
 
     lr: float = Field(8e-5, gt=0)
@@ -86,6 +103,7 @@ class HyperSteerParams(StrictModel):
     split_seed: int | None = None
     state_batch_size: int = Field(16, ge=1)
     vector_batch_size: int = Field(32, ge=1)
+    cache_states: bool = False
 
     @field_validator("held_out")
     @classmethod
@@ -203,15 +221,64 @@ def prompt_states(
     return [h for h in out if h is not None]
 
 
+def _description_ids(tm: TargetModel, descriptions: Sequence[str]) -> list[list[int]]:
+    """Per description, its token ids (BOS first; a lone pad id for an empty one)."""
+    pad = tm.tokenizer.pad_token_id or 0
+    return [tm.tokenizer(text, add_special_tokens=True)["input_ids"] or [pad] for text in descriptions]
+
+
+def _embed(tm: TargetModel, ids: Sequence[int]) -> torch.Tensor:
+    """The base model's (frozen) input embeddings of ``ids``, ``[len, d]``."""
+    with torch.no_grad():
+        return tm.model.get_input_embeddings()(torch.tensor([list(ids)], device=tm.device))[0].detach()
+
+
 def concept_embeddings(tm: TargetModel, descriptions: Sequence[str]) -> list[torch.Tensor]:
     """Per description, the base model's (frozen) input embeddings of its tokens ``[len_i, d]``."""
-    embed = tm.model.get_input_embeddings()
-    out = []
-    for text in descriptions:
-        ids = tm.tokenizer(text, add_special_tokens=True)["input_ids"] or [tm.tokenizer.pad_token_id or 0]
-        with torch.no_grad():
-            out.append(embed(torch.tensor([ids], device=tm.device))[0].detach())
-    return out
+    return [_embed(tm, ids) for ids in _description_ids(tm, descriptions)]
+
+
+_StepRows = Callable[[Sequence[int]], tuple[LMBatch, list[torch.Tensor]]]
+
+
+def _prompt_ids(rows: LMObjectiveRows) -> list[list[int]]:
+    return [ids[:n].tolist() for ids, n in zip(rows.input_ids, rows.prompt_lengths, strict=True)]
+
+
+def _cached_rows(
+    items: Sequence[ConceptInputs], tm: TargetModel, layer: int, hp: HyperSteerParams
+) -> _StepRows:
+    """A step's batch and prompt states, sliced out of every row's states computed here, once."""
+    if any(it.lm_rows is None for it in items):
+        raise ValueError("HyperSteer (cache_states: true) needs the trainer's lm_objective rows")
+    rows = LMObjectiveRows.concat(
+        [it.lm_rows.subset(range(len(it.data.pos_inputs))) for it in items]  # type: ignore[union-attr]
+    )
+    prompts = prompt_states(tm, _prompt_ids(rows), layer, hp.state_batch_size)
+    return lambda pick: (rows.batch(pick), [prompts[i] for i in pick])
+
+
+def _streamed_rows(
+    items: Sequence[ConceptInputs],
+    pairs: Sequence[tuple[int, int]],
+    tm: TargetModel,
+    layer: int,
+    hp: HyperSteerParams,
+) -> _StepRows:
+    """A step's batch and prompt states, computed for that step's rows only (the trainer's row builder)."""
+    build = items[0].lm_row_builder
+    if build is None:
+        raise ValueError("HyperSteer (cache_states: false) needs the trainer's on-demand LM rows")
+
+    def step(pick: Sequence[int]) -> tuple[LMBatch, list[torch.Tensor]]:
+        chosen = [pairs[i] for i in pick]
+        rows = build(
+            [items[c].data.pos_inputs[r] for c, r in chosen],
+            [items[c].data.pos_outputs[r] for c, r in chosen],
+        )
+        return rows.batch(range(len(rows))), prompt_states(tm, _prompt_ids(rows), layer, hp.state_batch_size)
+
+    return step
 
 
 def _build_net(cfg: HyperNetConfig, seed: int, device: torch.device) -> HyperSteerNet:
@@ -228,7 +295,7 @@ class HyperSteer(Method):
 
     Params = HyperSteerParams
     order = 61
-    requires = frozenset({"lm_objective"})
+    requires = frozenset({"lm_objective", "lm_rows_on_demand"})  # one of them, by cache_states (requirements)
     trains_on_negatives = False
     trains_jointly = True
     per_prompt_vectors = True
@@ -258,6 +325,10 @@ class HyperSteer(Method):
         by_id = {c.concept_id: c for c in concepts}
         return [by_id[c] for c in train], [by_id[c] for c in held]
 
+    def requirements(self, hp: HyperSteerParams) -> frozenset[str]:
+        """Every training row's states up front (``cache_states``), else a builder of one step's rows."""
+        return frozenset({"lm_objective" if hp.cache_states else "lm_rows_on_demand"})
+
     def train_concept(self, inputs: ConceptInputs, hp: HyperSteerParams) -> dict[str, Any]:
         raise NotImplementedError("HyperSteer trains once across concepts (train_all)")
 
@@ -275,25 +346,24 @@ class HyperSteer(Method):
             ``evaluated`` in row order, ``train_concept_ids``, ``held_out_concept_ids``, ``train_loss``).
         """
         tail = items[0].lm_tail
-        if tail is None or any(it.lm_rows is None for it in items):
-            raise ValueError("HyperSteer needs the trainer's lm_objective rows")
+        if tail is None:
+            raise ValueError("HyperSteer needs the trainer's LM tail")
         tm: TargetModel = tail.tm
-        rows = LMObjectiveRows.concat(
-            [it.lm_rows.subset(range(len(it.data.pos_inputs))) for it in items]  # type: ignore[union-attr]
-        )
-        owner = torch.tensor([c for c, it in enumerate(items) for _ in it.data.pos_inputs], dtype=torch.long)
-        prompts = prompt_states(
-            tm,
-            [ids[:n].tolist() for ids, n in zip(rows.input_ids, rows.prompt_lengths, strict=True)],
-            tail.layer,
-            hp.state_batch_size,
-        )
-        concepts = concept_embeddings(tm, [it.data.concept for it in items])
+        # every training row (a positive), as (concept index, row of the concept); the same order in both modes
+        pairs = [(c, r) for c, it in enumerate(items) for r in range(len(it.data.pos_inputs))]
+        descriptions = _description_ids(tm, [it.data.concept for it in items])
+        if hp.cache_states:
+            step_rows = _cached_rows(items, tm, tail.layer, hp)
+            embedded = [_embed(tm, ids) for ids in descriptions]
+            concept_emb: Callable[[int], torch.Tensor] = embedded.__getitem__
+        else:  # token ids only: a step embeds its own concepts (a lookup)
+            step_rows = _streamed_rows(items, pairs, tm, tail.layer, hp)
+            concept_emb = lambda c: _embed(tm, descriptions[c])  # noqa: E731
         cfg = net_config(hp, tm.d_model)
         net = _build_net(cfg, seed, tm.device)
         params = [p for p in net.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        n = len(rows)
+        n = len(pairs)
         per_epoch = -(-n // hp.batch_size)
         sched = linear_decay(opt, hp.epochs * per_epoch)
         order_gen = seeded_generator(seed)
@@ -304,9 +374,9 @@ class HyperSteer(Method):
                 order = torch.randperm(n, generator=order_gen).tolist()
                 for start in range(0, n, hp.batch_size):
                     pick = order[start : start + hp.batch_size]
-                    batch = rows.batch(pick)
-                    c_emb, c_mask = _right_pad([concepts[int(owner[i])] for i in pick], left=True)
-                    p_states, p_mask = _right_pad([prompts[i] for i in pick])
+                    batch, prompts = step_rows(pick)
+                    c_emb, c_mask = _right_pad([concept_emb(pairs[i][0]) for i in pick], left=True)
+                    p_states, p_mask = _right_pad(prompts)
                     v = net(c_emb, c_mask, p_states, p_mask)
                     h = batch.hidden.float() + v[:, None, :] * batch.intervene[..., None]
                     loss = tail.token_losses(h, batch)[0].mean()

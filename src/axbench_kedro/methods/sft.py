@@ -7,12 +7,15 @@ bench_sft_memory.py``). AdamW (wd 0), linear decay, clip 1.0, gradient accumulat
 
 ``trainable`` picks the trained parameters: ``all`` (every parameter, the paper's full fine-tune; tied embeddings
 count once, and the LM head then trains through a plain cross-entropy instead of the fused frozen-head one) or
-``layers`` (the decoder blocks of ``layers``, null = the training layer L; a lighter option for CPU demos). The
-artifact stores, per concept, the fine-tuned values of exactly those parameters in the model's dtype
-(``sft.<parameter name>`` stacked ``[C, *shape]``; the adapter copies them in and the originals back, both exact).
-With ``all`` that is a model copy per concept (Gemma-2-2B in bf16: ~5.2 GB each, ~105 GB for the paper's 20), so
-the paper limits SFT to ``max_concepts``: the trainer trains the first ``max_concepts`` concepts (concept_id order),
-logs the others as skipped and leaves them out of the artifact, and steering evaluates the trained ones only.
+``layers`` (the decoder blocks of ``layers``, null = the training layer L; a lighter option for CPU demos). A
+concept's row is the fine-tuned values of exactly those parameters in the model's dtype (``sft.<parameter name>``);
+with ``all`` that is a model copy (Gemma-2-2B in bf16: ~5.2 GB), so SFT keeps its rows on disk
+(:attr:`~axbench_kedro.methods.base.Method.rows_on_disk`): each concept's file is written as soon as the concept
+finishes (the training cache's entry, hard-linked into the artifact folder as ``SFT.rows/<concept_id>.safetensors``)
+and the adapter reads one concept's file when it is attached, copying the values in and the originals back, both
+exact. Memory is that of one concept whatever the count; disk is one model copy per concept. The paper trains only
+``max_concepts`` concepts (20 on 2B; §8): the trainer trains the first ``max_concepts`` (concept_id order), logs the
+others as skipped and leaves them out of the artifact, and steering evaluates the trained ones only.
 Detection: none; steering: sampling from the fine-tuned model (factor-free, once per instruction).
 
 Example:
@@ -23,7 +26,7 @@ Example:
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -43,7 +46,7 @@ from axbench_kedro.methods.adapters import (
     positive_rows,
     resolve_layers,
 )
-from axbench_kedro.methods.base import ConceptData, ConceptInputs, MethodArtifact
+from axbench_kedro.methods.base import ConceptInputs, MethodArtifact
 from axbench_kedro.methods.registry import register
 
 __all__ = ["SFTParams", "SFT", "trainable_parameters", "swapped_weights", "response_loss", "PREFIX"]
@@ -109,16 +112,17 @@ def response_loss(tm: TargetModel, batch: LMBatch) -> torch.Tensor:
 
 @contextmanager
 def swapped_weights(
-    params: Mapping[str, torch.nn.Parameter], values: Mapping[str, torch.Tensor] | None = None
+    params: Mapping[str, torch.nn.Parameter], values: dict[str, torch.Tensor] | None = None
 ) -> Iterator[None]:
-    """Inside the block ``params`` may change (``values`` are copied in first, when given); on exit every one of them
-    gets its original bits back, and the snapshot (a CPU copy) is released."""
+    """Inside the block ``params`` may change (``values`` are copied in first, when given, and the dict is emptied
+    as they are, so a loaded model copy is not held through the block); on exit every parameter gets its original
+    bits back, and the snapshot (a CPU copy) is released."""
     snapshot = {name: p.detach().to("cpu", copy=True) for name, p in params.items()}
     try:
         if values is not None:
             with torch.no_grad():
                 for name, p in params.items():
-                    p.copy_(values[name].to(device=p.device, dtype=p.dtype))
+                    p.copy_(values.pop(name).to(device=p.device, dtype=p.dtype))
         yield
     finally:
         with torch.no_grad():
@@ -133,6 +137,7 @@ class SFT(AdapterMethod):
 
     Params = SFTParams
     order = 69
+    rows_on_disk = True  # a row is a model copy with ``trainable: all``
 
     def concept_limit(self, hp: SFTParams) -> int | None:
         return hp.max_concepts
@@ -171,37 +176,20 @@ class SFT(AdapterMethod):
             _release(tm.device)
         return {**tuned, "train_loss": losses}
 
-    def stack(
-        self, rows: Sequence[dict[str, Any]], concepts: Sequence[ConceptData]
-    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Stack the rows into preallocated tensors, dropping each row's tensor once copied (a row can be a whole
-        model: the plain stack would hold every weight twice)."""
-        del concepts
-        if not rows:
-            return {}, {}
-        tensors: dict[str, torch.Tensor] = {}
-        for key in [k for k, v in rows[0].items() if isinstance(v, torch.Tensor)]:
-            first = rows[0][key]
-            out = torch.empty((len(rows), *first.shape), dtype=first.dtype)
-            for i, row in enumerate(rows):
-                out[i] = row.pop(key)
-            tensors[key] = out
-        extra = {k: [r[k] for r in rows] for k in rows[0]}
-        return tensors, extra
-
     @contextmanager
     def adapter(self, artifact: MethodArtifact, tm: TargetModel, concept_id: int) -> Iterator[None]:
-        row = int(artifact.rows_of([concept_id])[0])
         named = dict(tm.model.named_parameters())
-        names = [k[len(PREFIX) :] for k in artifact.tensors if k.startswith(PREFIX)]
-        missing = [n for n in names if n not in named]
+        values = {
+            k[len(PREFIX) :]: v
+            for k, v in artifact.concept_tensors(concept_id).items()
+            if k.startswith(PREFIX)
+        }
+        missing = [n for n in values if n not in named]
         if missing:
             raise AxbenchDataError(
                 f"method_artifacts[{self.name}]: parameter(s) {missing[:5]} are not in the target model"
             )
-        params = {n: named[n] for n in names}
-        values = {n: artifact.tensors[PREFIX + n][row] for n in names}
-        with swapped_weights(params, values):
+        with swapped_weights({n: named[n] for n in values}, values):
             yield
 
 

@@ -40,6 +40,7 @@ from axbench_kedro.methods.base import ConceptData, ConceptInputs, Method, Metho
 from axbench_kedro.methods.lm_tail import LMTail
 from axbench_kedro.methods.preference import PREFERENCE_MAX_LENGTH, PreferenceRows, compute_preference_rows
 from axbench_kedro.methods.registry import get_method
+from axbench_kedro.methods.row_spool import ROW_FILE, RowSpool
 from axbench_kedro.methods.sae_file import SAEParams, SAESource
 
 if TYPE_CHECKING:
@@ -257,6 +258,10 @@ class _Resources:
         self.seconds["lm_cache"] += time.perf_counter() - start
         return out
 
+    def lm_pairs(self, inputs: Sequence[str], outputs: Sequence[str]) -> LMObjectiveRows:
+        """LM-objective rows of raw (input, output) pairs, computed now (``lm_rows_on_demand``)."""
+        return self._lm(inputs, outputs, None)
+
     def lm_rows(self, c: ConceptData, with_negatives: bool) -> LMObjectiveRows:
         pos = self._lm(c.pos_inputs, c.pos_outputs, self.positives.get(c.concept_id))
         if not with_negatives:
@@ -363,8 +368,10 @@ def _train_group(
     sae_params: SAEParams | None,
     opts: TrainOptions,
     preferences: Mapping[int, PreferenceData] | None = None,
+    spool: RowSpool | None = None,
 ) -> None:
-    """Train every pending (method, concept) of one concept group; each method sees the group at once."""
+    """Train every pending (method, concept) of one concept group; each method sees the group at once (one concept
+    at a time when its rows go to disk through ``spool``)."""
     res.preference = {}  # the previous group's pairs are done with
     pending = {m.name: [i for i in group if results[m.name][i] is None] for m, _ in runnable}
     active = [(m, hp) for m, hp in runnable if pending[m.name]]
@@ -381,13 +388,31 @@ def _train_group(
         todo = pending[m.name]
         seeds = [derive_seed(opts.seed, concepts[i].concept_id, m.name) for i in todo]
         items = [ConceptInputs(seed=s, **inputs[i]) for i, s in zip(todo, seeds, strict=True)]
-        start = time.perf_counter()
-        rows = m.train_group(items, hp)
-        seconds[m.name] += time.perf_counter() - start
-        for i, row in zip(todo, rows, strict=True):
-            results[m.name][i] = row
-            if store is not None:
-                store.put(keys[m.name][i], row)
+        step = 1 if m.rows_on_disk and spool is not None else len(items)  # a row can be a model copy
+        for k in range(0, len(items), step):
+            start = time.perf_counter()
+            rows = m.train_group(items[k : k + step], hp)
+            seconds[m.name] += time.perf_counter() - start
+            for i, row in zip(todo[k : k + step], rows, strict=True):
+                results[m.name][i] = held_row(m, keys.get(m.name), i, row, store, spool)
+
+
+def held_row(
+    method: Method,
+    keys: Sequence[str] | None,
+    i: int,
+    row: dict[str, Any],
+    store: Any,
+    spool: RowSpool | None,
+) -> dict[str, Any]:
+    """Cache concept ``i``'s trained ``row`` and return what the trainer keeps of it: the row itself, or for a
+    :attr:`~Method.rows_on_disk` method (given a ``spool``) its other values and the :class:`RowFile` its tensors
+    were just written to."""
+    if method.rows_on_disk and spool is not None and keys is not None:
+        return spool.keep(keys[i], row)
+    if store is not None and keys is not None:
+        store.put(keys[i], row)
+    return row
 
 
 def _concept_resources(
@@ -410,6 +435,9 @@ def _concept_resources(
     if "sae" in needs:
         base["sae"] = sae_params
     if "lm_tail" in needs:
+        base["lm_tail"] = res.tail
+    if "lm_rows_on_demand" in needs:
+        base["lm_row_builder"] = res.lm_pairs
         base["lm_tail"] = res.tail
     if "preference" in needs and preferences is not None:
         base["preference"] = res.preference_rows(preferences[c.concept_id])
@@ -454,7 +482,7 @@ def _train_jointly(
         items = [
             ConceptInputs(
                 seed=derive_seed(opts.seed, c.concept_id, method.name),
-                **_concept_resources(res, c, method.requires, method.trains_on_negatives, None, None),
+                **_concept_resources(res, c, method.requirements(hp), method.trains_on_negatives, None, None),
             )
             for c in train
         ]
@@ -518,6 +546,7 @@ def train_methods(
         "skip_reason": None,
     }
     sae_extra = _sae_identity(sae, opts)
+    spool = RowSpool(store)
     results: dict[str, list[dict[str, Any] | None]] = {}
     keys: dict[str, list[str]] = {}
     seconds: dict[str, float] = {}
@@ -557,8 +586,9 @@ def train_methods(
             _cache_key(method, hp, tm, opts, c, e) for c, e in zip(concepts, extras, strict=True)
         ]
         left_out = _beyond_limit(method, hp, concepts)
+        cached = spool.cached if method.rows_on_disk else store.get if store is not None else None
         results[method.name] = [
-            _NOT_TRAINED if i in left_out else store.get(k) if store is not None else None
+            _NOT_TRAINED if i in left_out else cached(k) if cached is not None else None
             for i, k in enumerate(keys[method.name])
         ]
         cached_counts[method.name] = sum(
@@ -574,7 +604,19 @@ def train_methods(
         from axbench_kedro.scaling.training import train_groups_sharded
 
         shared = train_groups_sharded(
-            executor, tm, concepts, groups, runnable, results, keys, seconds, store, sae, opts, preferences
+            executor,
+            tm,
+            concepts,
+            groups,
+            runnable,
+            results,
+            keys,
+            seconds,
+            store,
+            sae,
+            opts,
+            preferences,
+            spool,
         )
     if groups and shared is None:
         needs_sae = any(
@@ -596,6 +638,7 @@ def train_methods(
                     sae_params,
                     opts,
                     preferences,
+                    spool,
                 )
                 bar.update(len(group))
         shared = res.seconds
@@ -610,7 +653,12 @@ def train_methods(
         hp = method.params(hp)
         kept = [i for i, r in enumerate(results[method.name]) if r is not _NOT_TRAINED]
         kept_concepts = [concepts[i] for i in kept]
-        tensors, extra_meta = method.stack([results[method.name][i] for i in kept], kept_concepts)  # type: ignore[arg-type]
+        rows: list[dict[str, Any]] = [results[method.name][i] for i in kept]  # type: ignore[misc]
+        row_files = {
+            c.concept_id: r[ROW_FILE] for c, r in zip(kept_concepts, rows, strict=True) if ROW_FILE in r
+        }
+        rows = [{k: v for k, v in r.items() if k != ROW_FILE} for r in rows]
+        tensors, extra_meta = method.stack(rows, kept_concepts)
         meta = dict(
             base_meta,
             method=method.name,
@@ -624,7 +672,7 @@ def train_methods(
             meta["skipped_concept_ids"] = sorted({c.concept_id for c in concepts} - set(meta["concept_ids"]))
         if opts.append_eot_to_targets and _TAIL_REQUIREMENTS & method.requires:
             meta["append_eot_to_targets"] = True  # [D 2]: targets ended with the turn end
-        ordered[method.name] = MethodArtifact(method.name, tensors, meta)
+        ordered[method.name] = MethodArtifact(method.name, tensors, meta, row_files)
         log.info(
             "training: %s ready (%d concepts, %d from cache)",
             method.name,

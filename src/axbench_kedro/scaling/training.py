@@ -32,8 +32,9 @@ from tqdm.auto import tqdm
 
 from axbench_kedro.lm.types import ModelSpec, TargetModel
 from axbench_kedro.methods.base import ConceptData, Method, PreferenceData
+from axbench_kedro.methods.row_spool import RowSpool
 from axbench_kedro.methods.sae_file import SAESource
-from axbench_kedro.methods.trainer import TrainOptions, _Resources, _train_group
+from axbench_kedro.methods.trainer import TrainOptions, _Resources, _train_group, held_row
 from axbench_kedro.scaling.executor import ShardExecutor
 from axbench_kedro.scaling.worker import worker_model
 
@@ -265,8 +266,10 @@ def train_groups_sharded(
     sae: SAESource | None,
     opts: TrainOptions,
     preferences: Mapping[int, PreferenceData] | None = None,
+    spool: RowSpool | None = None,
 ) -> dict[str, float] | None:
-    """Train ``groups`` as shards on ``executor``, filling ``results`` (and ``store``) as each shard finishes.
+    """Train ``groups`` as shards on ``executor``, filling ``results`` (and ``store``; ``spool`` for the rows that
+    go to disk) as each shard finishes.
 
     Returns:
         the shared seconds (activations, LM cache, …) summed over the shards, or ``None`` when the groups cannot
@@ -290,13 +293,15 @@ def train_groups_sharded(
     shared: dict[str, float] = {}
     bar = tqdm(total=sum(len(g) for g in groups), desc="training concepts (dask)", unit="concept")
 
+    by_name = {m.name: m for m, _ in runnable}
+
     def done(k: int, out: ShardResult) -> None:
         for name, rows in out.rows.items():
+            method = by_name[name]
             for p, row in zip(shards[k].pending[name], rows, strict=True):
                 i = groups[k][p]
-                results[name][i] = _to(row, tm.device)
-                if store is not None:
-                    store.put(keys[name][i], results[name][i])
+                row = row if method.rows_on_disk else _to(row, tm.device)
+                results[name][i] = held_row(method, keys[name], i, row, store, spool)
         for name, value in out.seconds.items():
             seconds[name] += value
         for name, value in out.shared_seconds.items():
