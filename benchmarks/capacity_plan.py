@@ -18,7 +18,7 @@ import argparse
 import json
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,9 @@ class Workload:
         steering: ``{method: factor grid}`` of the steering methods (empty grid = factor-free).
         n_instructions: steering instructions per concept (selection + test).
         replicates: samples per instruction of factor-free methods.
-        trained: methods trained per concept.
+        trained: methods trained (``training.method_names()``).
+        concept_limit: ``{method: n}`` for a method that trains (and so steers) only its first ``n`` concepts
+            (:meth:`~axbench_kedro.methods.base.Method.concept_limit`, e.g. SFT's ``max_concepts``).
         train_positives / train_negatives: training rows per concept.
         answer_tokens: mean answer tokens of a training row (positives T, pool answers 1.5 T).
     """
@@ -105,6 +107,7 @@ class Workload:
     train_negatives: int
     answer_tokens: float
     judge_model: str
+    concept_limit: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -124,9 +127,31 @@ class Plan:
     gen_hours: float
 
 
+def method_generations(w: Workload, method: str) -> int:
+    """Generations of ``method`` per concept it steers: instructions × (factors, or replicates if factor-free)."""
+    factors = w.steering[method]
+    return w.n_instructions * (len(factors) if factors else w.replicates)
+
+
+def concepts_of(w: Workload, method: str, concepts: int) -> int:
+    """Concepts ``method`` trains and steers out of ``concepts`` (its concept limit, if any)."""
+    limit = w.concept_limit.get(method)
+    return concepts if limit is None else min(limit, concepts)
+
+
 def generations_per_concept(w: Workload) -> int:
-    """Σ over steering methods: instructions × (factors, or replicates for a factor-free method)."""
-    return sum(w.n_instructions * (len(f) if f else w.replicates) for f in w.steering.values())
+    """Σ over steering methods of :func:`method_generations` (every method steering every concept)."""
+    return sum(method_generations(w, m) for m in w.steering)
+
+
+def generations(w: Workload, concepts: int) -> int:
+    """Steered generations of ``concepts`` concepts: each method on the concepts it steers (:func:`concepts_of`)."""
+    return sum(concepts_of(w, m, concepts) * method_generations(w, m) for m in w.steering)
+
+
+def trained_concepts(w: Workload, concepts: int) -> int:
+    """Σ over trained methods of the concepts each trains (:func:`concepts_of`)."""
+    return sum(concepts_of(w, m, concepts) for m in w.trained)
 
 
 def judge_tokens_per_call(templates: dict[str, str], max_new_tokens: int) -> tuple[float, float]:
@@ -159,10 +184,10 @@ def plan_row(
     """Counts, judge cost and device-hours of ``concepts`` concepts of ``w`` from the measured ``u``.
 
     Device-hours scale the measured seconds linearly with the model's parameter count (FLOPs per token) and, for
-    training, with rows × tokens per concept.
+    training, with rows × tokens per concept. A method with a concept limit trains and steers only that many.
     """
-    generations = concepts * generations_per_concept(w)
-    calls = generations * JUDGE_CALLS_PER_GENERATION
+    n_gen = generations(w, concepts)
+    calls = n_gen * JUDGE_CALLS_PER_GENERATION
     tin, tout = round(calls * tokens_per_call[0]), round(calls * tokens_per_call[1])
     cost = price.cost(tin, tout)
     size = w.model_params / u.model_params
@@ -170,9 +195,9 @@ def plan_row(
     data = (rows * (u.train_prompt_tokens + w.answer_tokens)) / (
         u.train_rows_per_concept * (u.train_prompt_tokens + u.train_answer_tokens)
     )
-    train_s = concepts * len(w.trained) * u.train_s_per_concept_method * data * size
-    gen_s = generations * w.max_new_tokens / u.gen_tok_s * size
-    return Plan(dataset, w.setting, concepts, generations, calls, tin, tout, cost, cost / 2,
+    train_s = trained_concepts(w, concepts) * u.train_s_per_concept_method * data * size
+    gen_s = n_gen * w.max_new_tokens / u.gen_tok_s * size
+    return Plan(dataset, w.setting, concepts, n_gen, calls, tin, tout, cost, cost / 2,
                 train_s / 3600, gen_s / 3600)  # fmt: skip
 
 
@@ -232,13 +257,14 @@ def workload(env: str) -> Workload:
     from axbench_kedro.config.datagen import DatagenParams
     from axbench_kedro.config.steering_eval import SteeringEvalParams
     from axbench_kedro.config.training import TrainingParams
-    from axbench_kedro.methods.registry import default_methods, get_method
+    from axbench_kedro.methods.registry import get_method
 
     params, globals_ = load_env(env)
     steering = SteeringEvalParams.model_validate(params["steering_eval"])
     training = TrainingParams.model_validate(params["training"])
     datagen = DatagenParams(**params["datagen"])
-    trained = tuple(training.methods or default_methods())
+    trained = tuple(training.method_names())  # `methods: null` = every registered method less exclude_methods
+    limits = {m: get_method(m).concept_limit(training.method_params(m)) for m in trained}
     wanted = steering.methods or [m for m in trained if get_method(m).steers]
     model = str(globals_["model"]["name_or_path"])
     if model not in MODEL_PARAMS:
@@ -259,6 +285,7 @@ def workload(env: str) -> Workload:
         train_negatives=neg,
         answer_tokens=(pos * datagen.output_length + neg * datagen.pool_tokens) / (pos + neg),
         judge_model=str(steering.judge.model),
+        concept_limit={m: int(n) for m, n in limits.items() if n is not None},
     )
 
 
@@ -321,8 +348,10 @@ def render(plans: list[Plan], workloads: dict[str, Workload], u: Units, tokens: 
         f"generation at 128 tokens → {tokens[0]:.0f} input tokens (mean over the 3 criteria); "
         f"{tokens[1]:.0f} output tokens (assumed). 3 calls per generation, no cache hits.",
         "- Methods: every method the setting's configuration trains and steers (`training.methods: null` = every "
-        "registered method, `steering_eval.methods: null` = every trained method that steers), including those that "
-        "skip at run time without their input files (SAE family, released dictionaries).",
+        "registered method but `training.exclude_methods`, `steering_eval.methods: null` = every trained method that "
+        "steers), including those that skip at run time without their input files (SAE family, released "
+        "dictionaries). A method with a concept limit (SFT: `max_concepts`) trains and steers only its first "
+        "concepts; the others every concept.",
         "- Batch-API cost = half the configured price.",
         f"- Concept16K = 16,000 concepts on the settings AxBench built its 16K dictionaries for "
         f"({', '.join(CONCEPT16K_SETTINGS)}), with the same per-concept workload as Concept500.",
@@ -345,11 +374,13 @@ def render(plans: list[Plan], workloads: dict[str, Workload], u: Units, tokens: 
         lines.append(f"- {setting}: `{model}` {price.input_per_m:g} / {price.output_per_m:g}")
     lines += ["", "## Generations per concept, by setting", ""]
     for setting, w in workloads.items():
-        parts = [f"{m} {w.n_instructions * (len(f) if f else w.replicates)}" for m, f in w.steering.items()]
+        parts = [f"{m} {method_generations(w, m)}" for m in w.steering]
+        limited = [f"{m} on the first {n}" for m, n in w.concept_limit.items()]
         lines.append(
             f"- {setting}: {generations_per_concept(w)} = {' + '.join(parts)} "
             f"({w.n_instructions} instructions × the method's factors, factor-free methods × "
             f"{w.replicates} replicate(s)); {len(w.trained)} methods trained"
+            + (f"; concepts limited: {', '.join(limited)}" if limited else "")
         )
     return "\n".join(lines) + "\n"
 

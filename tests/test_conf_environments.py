@@ -19,6 +19,7 @@ from axbench_kedro.config.latent_eval import LatentEvalParams
 from axbench_kedro.config.reporting import ReportingParams
 from axbench_kedro.config.steering_eval import PAPER_FACTORS, SteeringEvalParams
 from axbench_kedro.config.training import TrainingParams
+from axbench_kedro.methods.registry import default_methods
 from axbench_kedro.settings import CONFIG_LOADER_ARGS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -36,6 +37,7 @@ PAPER = {
         reft_lr=1e-2,
         sae_factors=PAPER_FACTORS,
         reps=(4e-2, 0.0),
+        sft=True,
     ),
     "gemma2_2b_l20": dict(
         model="google/gemma-2-2b-it",
@@ -45,6 +47,7 @@ PAPER = {
         reft_lr=1e-2,
         sae_factors=PAPER_FACTORS,
         reps=(4e-2, 0.0),
+        sft=True,
     ),
     "gemma2_9b_l20": dict(
         model="google/gemma-2-9b-it",
@@ -54,6 +57,7 @@ PAPER = {
         reft_lr=5e-3,
         sae_factors=SAE_9B_FACTORS,
         reps=(8e-2, 0.1),
+        sft=False,  # §8: SFT "not run" on 9B
     ),
     "gemma2_9b_l31": dict(
         model="google/gemma-2-9b-it",
@@ -63,6 +67,7 @@ PAPER = {
         reft_lr=5e-3,
         sae_factors=SAE_9B_FACTORS,
         reps=(8e-2, 0.1),
+        sft=False,  # §8: SFT "not run" on 9B
     ),
 }
 
@@ -125,7 +130,12 @@ def test_paper_setting_has_the_protocol_defaults(env: str) -> None:
         want["sae"][2],
         None,
     )
-    assert params["training"]["methods"] is None  # every registered method
+    # every registered method (plugins join), less SFT on 9B (§8 "not run"); on 2B SFT trains 20 concepts
+    assert params["training"]["methods"] is None
+    assert params["training"]["exclude_methods"] == ([] if want["sft"] else ["SFT"])
+    assert training.method_names() == [m for m in default_methods() if want["sft"] or m != "SFT"]
+    assert ("SFT" in training.method_names()) is want["sft"]
+    assert (training.method_params("SFT").lr, training.method_params("SFT").max_concepts) == (4e-5, 20)
 
     latent = LatentEvalParams.model_validate(params["latent_eval"])
     assert (latent.imbalance_factor, latent.batch_size, latent.keep_token_acts) == (100, 16, False)
@@ -255,3 +265,45 @@ def test_training_methods_from_the_command_line_split_on_semicolons() -> None:
     assert TrainingParams(methods="Dictionary(ReFT-r1 16K)").methods == ["Dictionary(ReFT-r1 16K)"]
     with pytest.raises(Exception, match="NoSuchMethod"):
         TrainingParams(methods="DiffMean;NoSuchMethod")
+
+
+def test_exclude_methods_leaves_names_out_of_the_default_list_and_plugins_still_join(
+    tmp_path, monkeypatch
+) -> None:
+    from methods.plugin_install import PluginInstaller
+
+    # `--params "training.exclude_methods=SFT;LoRA"` arrives as one string; an explicit list is trained as given
+    excluded = TrainingParams(exclude_methods="SFT; LoRA")
+    assert excluded.exclude_methods == ["SFT", "LoRA"]
+    assert excluded.method_names() == [m for m in default_methods() if m not in ("SFT", "LoRA")]
+    assert TrainingParams(methods=["DiffMean", "SFT"], exclude_methods=["SFT"]).method_names() == [
+        "DiffMean",
+        "SFT",
+    ]
+
+    params, _ = load_env("gemma2_9b_l31")
+    installer = PluginInstaller(tmp_path, monkeypatch)
+    installer.toy_package()  # ToyMean, ToyRandom through entry points
+    try:
+        names = TrainingParams.model_validate(params["training"]).method_names()
+        assert names == [m for m in default_methods() if m != "SFT"]
+        assert names[-2:] == ["ToyMean", "ToyRandom"] and "SFT" not in names and "LoRA" in names
+    finally:
+        installer.uninstall_all()  # last registry lookup of the test: the plugins' sys.path entry goes at teardown
+
+
+def test_unknown_excluded_method_is_one_error_naming_the_key() -> None:
+    from axbench_kedro.context import parameter_problems
+    from axbench_kedro.pipelines.training import create_pipeline
+
+    params, _ = load_env("gemma2_9b_l20")
+    params["training"]["exclude_methods"] = ["SFT", "NoSuchMethod"]
+    problems = parameter_problems(params, {"training": create_pipeline()})
+    assert len(problems) == 1
+    line = str(problems[0])
+    assert (
+        line.startswith("params:training.exclude_methods: ") and "NoSuchMethod" in line and "\n" not in line
+    )
+    everything = ";".join(default_methods())
+    with pytest.raises(ValueError, match="exclude_methods .* leaves no method to train"):
+        TrainingParams(exclude_methods=everything)

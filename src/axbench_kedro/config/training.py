@@ -4,8 +4,8 @@ Each method's block under ``hyperparameters`` is validated by that method's own 
 wrong type stops the run before any work, naming the method and the key.
 
 ``methods: null`` (the default) means every registered method — the built-ins and the installed entry-point
-plugins — in the registry's default order (:func:`axbench_kedro.methods.registry.default_methods`); a list narrows
-it.
+plugins — in the registry's default order (:func:`axbench_kedro.methods.registry.default_methods`), less
+``exclude_methods`` (a setting leaves methods out this way and new plugins still join); a list narrows it.
 
 Example:
     >>> p = TrainingParams(methods=["DiffMean", "Probe"], hyperparameters={"Probe": {"lr": 1e-3}})
@@ -13,6 +13,8 @@ Example:
     0.001
     >>> TrainingParams().method_names()[:2]
     ['DiffMean', 'PCA']
+    >>> "SFT" in TrainingParams(exclude_methods=["SFT"]).method_names()
+    False
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class TrainingParams(StrictModel):
     methods: methods to train, in output order (registry names); ``None`` = every registered method (see
         :meth:`method_names`). A string is split on ``;`` (``kedro run --params "training.methods=DiffMean;RePS"``:
         Kedro's ``--params`` splits its value on commas, so it cannot pass a list of several names).
+    exclude_methods: registry names left out of the default list (``methods: null``), e.g. ``[SFT]`` on the 9B
+        settings (protocol §8); an explicit ``methods`` list is trained as given. A string is split on ``;``.
     hyperparameters: per-method overrides of the method's defaults (``{method: {key: value}}``).
     activation_batch_size: rows per truncated forward pass of the shared activations (protocol: 6).
     lm_cache_batch_size: rows per forward pass when caching layer-L states for LM-objective methods.
@@ -47,6 +51,7 @@ class TrainingParams(StrictModel):
     """
 
     methods: list[str] | None = Field(None, validate_default=True)
+    exclude_methods: list[str] = Field(default_factory=list)
     hyperparameters: dict[str, dict[str, Any]] = Field(default_factory=dict)
     activation_batch_size: int = Field(6, ge=1)
     lm_cache_batch_size: int = Field(6, ge=1)
@@ -57,7 +62,7 @@ class TrainingParams(StrictModel):
     append_eot_to_targets: bool = False
     use_cache: bool = True
 
-    @field_validator("methods", mode="before")
+    @field_validator("methods", "exclude_methods", mode="before")
     @classmethod
     def _split_string(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -80,6 +85,23 @@ class TrainingParams(StrictModel):
             seen.add(name)
         return names
 
+    @field_validator("exclude_methods")
+    @classmethod
+    def _known_excluded(cls, names: list[str]) -> list[str]:
+        from axbench_kedro.methods.registry import get_method
+
+        for name in names:
+            get_method(
+                name
+            )  # AxbenchConfigError (a ValueError: pydantic names the key) listing the known names
+        return list(dict.fromkeys(names))
+
+    @model_validator(mode="after")
+    def _something_left(self) -> TrainingParams:
+        if not self.method_names():
+            raise ValueError(f"exclude_methods {self.exclude_methods} leaves no method to train")
+        return self
+
     @model_validator(mode="after")
     def _valid_hyperparameters(self) -> TrainingParams:
         from axbench_kedro.methods.registry import get_method
@@ -92,10 +114,13 @@ class TrainingParams(StrictModel):
         return self
 
     def method_names(self) -> list[str]:
-        """The methods to train, in output order: :attr:`methods`, or every registered method when it is ``None``."""
+        """The methods to train, in output order: :attr:`methods`, or every registered method but
+        :attr:`exclude_methods` when it is ``None``."""
         from axbench_kedro.methods.registry import default_methods
 
-        return list(self.methods) if self.methods is not None else default_methods()
+        if self.methods is not None:
+            return list(self.methods)
+        return [name for name in default_methods() if name not in self.exclude_methods]
 
     def method_params(self, name: str) -> StrictModel:
         """The validated hyperparameters of ``name`` (defaults + overrides)."""
