@@ -33,7 +33,9 @@ class ScalingParams(StrictModel):
         127.0.0.1 for this run.
     n_workers: worker processes of the ``LocalCluster``; ``None`` = one per visible GPU on a CUDA machine, else 2.
     threads_per_worker: task threads per ``LocalCluster`` worker (1: one shard at a time per worker and GPU).
-    retries: Dask retries of a shard whose worker died or whose task raised.
+    retries: Dask retries of a shard whose task raised, and how often it may lose its worker (the
+        ``LocalCluster`` scheduler's ``allowed_failures``; a running scheduler at ``scheduler_address`` keeps its
+        own ``distributed.scheduler.allowed-failures``).
     connect_timeout_s: how long to wait for ``scheduler_address`` before failing the run.
     """
 

@@ -87,7 +87,11 @@ class SequentialExecutor(ShardExecutor):
 
 
 class DaskExecutor(ShardExecutor):
-    """Shards as Dask distributed tasks (Dask's own ``retries``; ``resources`` such as ``{"GPU": 1}`` per task).
+    """Shards as Dask distributed tasks (``resources`` such as ``{"GPU": 1}`` per task).
+
+    ``retries`` is Dask's per-task ``retries`` (a shard that raised runs again); a shard whose worker died is
+    rescheduled by the scheduler up to its ``allowed_failures`` times, which :meth:`local` sets to ``retries``
+    (a running scheduler keeps its own ``distributed.scheduler.allowed-failures``).
 
     Build it with :meth:`connect` (a running scheduler) or :meth:`local` (a ``LocalCluster`` owned by this
     executor and closed with it).
@@ -141,7 +145,8 @@ class DaskExecutor(ShardExecutor):
         retries: int = 2,
         gpu: bool = False,
     ) -> DaskExecutor:
-        """A ``LocalCluster`` of ``n_workers`` processes on 127.0.0.1 (each worker offers ``GPU=1`` when ``gpu``)."""
+        """A ``LocalCluster`` of ``n_workers`` processes on 127.0.0.1 (each worker offers ``GPU=1`` when ``gpu``);
+        a shard may lose its worker ``retries`` times and still be rescheduled."""
         from distributed import Client, LocalCluster
 
         resources = {"GPU": 1} if gpu else None
@@ -152,6 +157,8 @@ class DaskExecutor(ShardExecutor):
             host="127.0.0.1",
             dashboard_address=":0",  # a free port: several runs may share the machine
             resources=resources,
+            # Dask's `retries` covers a raising task only; worker deaths count against allowed_failures
+            scheduler_kwargs={"allowed_failures": retries},
         )
         return cls(
             Client(cluster, set_as_default=False), retries=retries, resources=resources, cluster=cluster
@@ -170,6 +177,7 @@ class DaskExecutor(ShardExecutor):
         on_done: Callable[[int, R], None] | None = None,
     ) -> list[R]:
         from distributed import KilledWorker, as_completed
+        from distributed.client import FutureCancelledError
 
         run = uuid.uuid4().hex[:8]
         name = getattr(getattr(fn, "func", fn), "__name__", "shard")
@@ -195,11 +203,24 @@ class DaskExecutor(ShardExecutor):
                 i = index[future.key]
                 try:
                     out[i] = future.result()
-                except KilledWorker:
+                except KilledWorker as exc:
+                    allowed = int(exc.allowed_failures)
+                    limit = (
+                        f"scaling.retries = {self.retries}"
+                        if allowed == self.retries
+                        else f"the scheduler's allowed-failures = {allowed}; scaling.retries = {self.retries}"
+                    )
                     raise AxbenchDataError(
-                        f"scaling: shard {i} of {name} lost its worker {self.retries + 1} time(s) "
-                        f"(scaling.retries = {self.retries}); finished shards are in the caches, so a rerun "
-                        "resumes from there"
+                        f"scaling: shard {i} of {name} lost its worker {allowed + 1} time(s) ({limit}); "
+                        "finished shards are in the caches, so a rerun resumes from there"
+                    ) from None
+                except FutureCancelledError:
+                    # not cancelled by us (that happens after the loop): the scattered `common` went with the
+                    # last workers holding it, after shards died on each of them
+                    raise AxbenchDataError(
+                        f"scaling: shard {i} of {name} lost its input when the workers holding it died while "
+                        f"shards kept losing their worker (scaling.retries = {self.retries}); finished shards are "
+                        "in the caches, so a rerun resumes from there"
                     ) from None
                 future.release()  # the cluster forgets it: a later worker death cannot recompute it
                 if on_done is not None:
