@@ -22,6 +22,7 @@ from axbench_kedro.config.suppression import SuppressionParams
 from axbench_kedro.methods.base import MethodArtifact
 from axbench_kedro.pipeline_registry import DEFAULT_ORDER, register_pipelines
 from axbench_kedro.pipelines.suppression import create_pipeline
+from axbench_kedro.scaling import ScalingParams
 from axbench_kedro.suppression.prompts import SUPPRESS_DATASET
 from fixtures.fake_openai import FakeOpenAIServer, client_for
 from fixtures.project_catalog import catalog_entry, project_llm_prices, project_prompt_templates
@@ -145,7 +146,14 @@ def _output_entries(folder: Path) -> dict[str, dict]:
     return entries
 
 
-def _run(tm, tmp_path: Path, gen_server, judge_server, params: SuppressionParams) -> DataCatalog:
+def _run(
+    tm,
+    tmp_path: Path,
+    gen_server,
+    judge_server,
+    params: SuppressionParams,
+    scaling: ScalingParams | None = None,
+) -> DataCatalog:
     catalog = DataCatalog.from_config(_output_entries(tmp_path / "out"))
     inputs = {
         "concepts_meta": MemoryDataset(_concepts()),
@@ -166,6 +174,7 @@ def _run(tm, tmp_path: Path, gen_server, judge_server, params: SuppressionParams
         "params:suppression.attacks": MemoryDataset(params.attacks, copy_mode="assign"),
         "params:suppression.rule_judge": MemoryDataset(params.rule_judge, copy_mode="assign"),
         "params:run": MemoryDataset(RunSettings(setting="tiny", layer=LAYER, seed=42), copy_mode="assign"),
+        "params:scaling": MemoryDataset(scaling or ScalingParams(), copy_mode="assign"),
         "params:reporting": MemoryDataset(ReportingParams(), copy_mode="assign"),
         "suppression_results": MemoryDataset({}, copy_mode="assign"),  # no other setting on disk
     }

@@ -26,6 +26,7 @@ from axbench_kedro.config.steering_eval import SteeringEvalParams
 from axbench_kedro.lm.types import TargetModel
 from axbench_kedro.methods.base import Method
 from axbench_kedro.methods.registry import get_method
+from axbench_kedro.scaling.executor import ShardExecutor
 from axbench_kedro.steering.plans import MethodPlan, resolve_artifact, steering_plans
 from axbench_kedro.steering.schedule import generate_steering_rows
 from axbench_kedro.suppression.prompts import negate_factors
@@ -87,6 +88,7 @@ def generate_suppression_rows(
     *,
     layer: int,
     seed: int,
+    executor: ShardExecutor | None = None,
 ) -> pd.DataFrame:
     """``suppression_generations`` (the ``steering_generations`` schema, negative factors) of ``params.methods``.
 
@@ -100,6 +102,7 @@ def generate_suppression_rows(
         params: ``suppression.steering``.
         layer: steered block.
         seed: run seed.
+        executor: runs the batches the cache lacks (Dask workers when distributed; in-process when ``None``).
     """
     return generate_steering_rows(
         suppression_prompts,
@@ -112,4 +115,5 @@ def generate_suppression_rows(
         seed=seed,
         plan_builder=suppression_plans,
         label="suppression",
+        executor=executor,
     )

@@ -22,6 +22,8 @@ from axbench_kedro.judges.rule_concepts import rule_description
 from axbench_kedro.judges.rule_judge import RuleJudgeParams
 from axbench_kedro.llm.ledger import USAGE_COLUMNS
 from axbench_kedro.lm.types import TargetModel
+from axbench_kedro.scaling.config import ScalingParams
+from axbench_kedro.scaling.executor import LazyExecutor
 from axbench_kedro.steering.plans import factor_free_methods
 from axbench_kedro.steering.prompts import check_concepts
 from axbench_kedro.steering.usage import combine_usage
@@ -136,19 +138,23 @@ def generate_suppression(
     generation_cache: SQLiteCache,
     params: SteeringEvalParams,
     run: RunSettings,
+    scaling: ScalingParams | None = None,
 ) -> pd.DataFrame:
     """``suppression_generations``: every method on its negated grid with its suppression intervention
-    (``addition_suppression`` for RePS / Lang., m·(−f) for other rank-1 methods; factor-free = prompt defence)."""
-    return generate_suppression_rows(
-        suppression_prompts,
-        method_artifacts,
-        max_activations,
-        target_model,
-        generation_cache,
-        params,
-        layer=run.layer,
-        seed=run.seed,
-    )
+    (``addition_suppression`` for RePS / Lang., m·(−f) for other rank-1 methods; factor-free = prompt defence).
+    With ``scaling.engine: dask`` the batches the cache lacks run on Dask workers (the same generations)."""
+    with LazyExecutor(scaling or ScalingParams(), gpu=target_model.device.type == "cuda") as executor:
+        return generate_suppression_rows(
+            suppression_prompts,
+            method_artifacts,
+            max_activations,
+            target_model,
+            generation_cache,
+            params,
+            layer=run.layer,
+            seed=run.seed,
+            executor=executor,
+        )
 
 
 def _resources(
@@ -270,9 +276,11 @@ def generate_attacks(
     generation_cache: SQLiteCache,
     params: SteeringEvalParams,
     run: RunSettings,
+    scaling: ScalingParams | None = None,
 ) -> pd.DataFrame:
     """``attack_generations``: every setting through the steering schedule and the generation cache, each method
-    with its suppression intervention at each concept's selected factor (the prompt defence factor-free)."""
+    with its suppression intervention at each concept's selected factor (the prompt defence factor-free); on Dask
+    workers with ``scaling.engine: dask``, as :func:`generate_suppression`."""
     if attack_prompts.empty:
         return generate_attack_rows(
             attack_prompts, [], target_model, generation_cache, params, layer=0, seed=0
@@ -286,9 +294,17 @@ def generate_attacks(
         tm=target_model,
         concept_ids=sorted(int(c) for c in attack_prompts["concept_id"].unique()),
     )
-    return generate_attack_rows(
-        attack_prompts, plans, target_model, generation_cache, params, layer=run.layer, seed=run.seed
-    )
+    with LazyExecutor(scaling or ScalingParams(), gpu=target_model.device.type == "cuda") as executor:
+        return generate_attack_rows(
+            attack_prompts,
+            plans,
+            target_model,
+            generation_cache,
+            params,
+            layer=run.layer,
+            seed=run.seed,
+            executor=executor,
+        )
 
 
 def judge_attacks(
