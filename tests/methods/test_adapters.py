@@ -165,6 +165,18 @@ def test_adapted_sampling_differs_for_a_trained_adapter_and_not_for_a_zeroed_one
     assert sample(None) == plain  # nothing left attached
 
 
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_a_batch_without_padding_is_adapted_too(tm, trained, name) -> None:
+    """One prompt alone (no padding, so generation may pass no attention mask) still gets the adapter."""
+    method = get_method(name)
+    prompt = [format_prompt(tm.tokenizer, PROMPTS[2])]
+    kwargs = {"max_new_tokens": 8, "batch_size": 1, "seed": 7}
+    plain = [g.text for g in sample_generate(tm, prompt, **kwargs)]
+    with method.adapter(trained[name], tm, 0):
+        adapted = [g.text for g in sample_generate(tm, prompt, **kwargs)]
+    assert adapted != plain
+
+
 def _prompts_frame(tm) -> pd.DataFrame:
     rows = []
     for cid in (0, 1):

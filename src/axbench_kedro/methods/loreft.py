@@ -217,10 +217,12 @@ class LoReFT(AdapterMethod):
 
         def prefill_mask(_module: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
             ids = kwargs.get("input_ids", args[0] if args else None)
-            attn = kwargs.get("attention_mask")
-            if ids is None or attn is None or ids.shape[1] != attn.shape[1]:
+            if ids is None or not _is_prefill(kwargs):
                 state["mask"] = None  # a cached decoding step: generated tokens are not edited
                 return
+            attn = kwargs.get("attention_mask")
+            if attn is None or attn.shape[1] != ids.shape[1]:
+                attn = torch.ones_like(ids)  # generate() drops the mask of a batch without padding
             real = attn.sum(dim=1)
             state["mask"] = prompt_position_mask(attn, real, hp.first_n, hp.last_n)
 
@@ -230,6 +232,15 @@ class LoReFT(AdapterMethod):
                 yield
         finally:
             handle.remove()
+
+
+def _is_prefill(kwargs: dict[str, Any]) -> bool:
+    """True on the forward that reads the prompt (empty cache), False on a cached decoding step."""
+    positions = kwargs.get("cache_position")
+    if positions is not None and positions.numel():
+        return int(positions[0]) == 0
+    cache = kwargs.get("past_key_values")
+    return cache is None or cache.get_seq_length() == 0
 
 
 def _fixed_edit(R: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
