@@ -88,7 +88,7 @@ def setup(tm, tmp_path_factory) -> dict[str, Any]:
     arts, _ = train_methods(tm, concepts, methods, TrainOptions(setting="tiny", layer=LAYER, seed=42))
     assert all(arts[name].ok for name in ADAPTERS)
     meta = make_concepts_meta(2)
-    # prompts of different lengths: a batch without padding leaves LoReFT out (reported with this test)
+    # prompts of different lengths (batches with and without padding)
     texts_ = ["tell me about the sea", "what is a really good board game to play", "describe a city"]
     instructions = pd.DataFrame({"instruction": texts_})
     texts = pd.DataFrame({"concept_id": meta["concept_id"], "text": "Mention the concept in every answer."})
@@ -218,6 +218,8 @@ def _square_or_die(marker_dir: str, x: int) -> int:
 
 
 def test_killed_worker_is_one_error_naming_scaling_retries(dask_cluster, tmp_path) -> None:
+    # the broadcast input keeps a copy on every worker: nothing drops the spares while a shard waits
+    assert not dask_cluster.client.amm.running()
     markers = tmp_path / "markers"
     markers.mkdir()
     store = SQLiteCache(tmp_path / "done.sqlite", "t")

@@ -160,9 +160,11 @@ class DaskExecutor(ShardExecutor):
             # Dask's `retries` covers a raising task only; worker deaths count against allowed_failures
             scheduler_kwargs={"allowed_failures": retries},
         )
-        return cls(
-            Client(cluster, set_as_default=False), retries=retries, resources=resources, cluster=cluster
-        )
+        client = Client(cluster, set_as_default=False)
+        # the Active Memory Manager drops the broadcast copies of `common` that no waiting shard needs, so a
+        # worker death could take the last copy with it and cancel every retry
+        client.amm.stop()
+        return cls(client, retries=retries, resources=resources, cluster=cluster)
 
     @property
     def n_workers(self) -> int:
@@ -181,7 +183,8 @@ class DaskExecutor(ShardExecutor):
 
         run = uuid.uuid4().hex[:8]
         name = getattr(getattr(fn, "func", fn), "__name__", "shard")
-        # broadcast: a copy on every worker, so a dying worker loses no input; hash=False: tokenizing a large
+        # broadcast: a copy on every worker, so a dying worker loses no input (unless an external scheduler's
+        # Active Memory Manager drops the spare copies; `local` stops it); hash=False: tokenizing a large
         # `common` (artifacts, vectors) would cost more than shipping it
         lead = () if common is _NO_COMMON else (self.client.scatter(common, hash=False, broadcast=True),)
         futures = [
