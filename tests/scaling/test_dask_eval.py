@@ -27,6 +27,7 @@ from axbench_kedro.pipelines.steering_eval import nodes as steering_nodes
 from axbench_kedro.pipelines.training import create_pipeline as training_pipeline
 from axbench_kedro.pipelines.training import nodes as training_nodes
 from axbench_kedro.scaling import ScalingParams
+from axbench_kedro.scaling.executor import LazyExecutor
 from fixtures.fake_openai import FakeOpenAIServer, client_for
 from fixtures.project_catalog import project_llm_prices, project_prompt_templates
 from methods.pipeline_inputs import LAYER, training_catalog
@@ -132,8 +133,7 @@ def sequential(tm, tmp_path_factory):
 def _lend(monkeypatch, cluster, wrap: Any = None) -> Borrowed:
     lent = Borrowed(cluster, wrap)
     monkeypatch.setattr(training_nodes, "make_executor", lambda params, gpu: lent)
-    monkeypatch.setattr(latent_nodes, "LazyExecutor", lambda params, gpu: lent)
-    monkeypatch.setattr(steering_nodes, "LazyExecutor", lambda params, gpu: lent)
+    monkeypatch.setattr(LazyExecutor, "for_model", staticmethod(lambda params, tm: lent))
     return lent
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from axbench_kedro.pipelines.suppression import nodes as suppression_nodes
 from axbench_kedro.scaling import ScalingParams
+from axbench_kedro.scaling.executor import LazyExecutor
 from fixtures.fake_openai import FakeOpenAIServer
 from pipelines.test_suppression import _generator_reply, _judge_reply, _params, _run
 from scaling.lending import Borrowed, needs_dask
@@ -24,7 +24,7 @@ def test_suppression_and_attack_generation_on_dask_equal_the_sequential_run(
     with FakeOpenAIServer(reply_fn=_generator_reply) as gen, FakeOpenAIServer(reply_fn=_judge_reply) as judge:
         sequential = _run(tm, tmp_path / "sequential", gen, judge, params)
         lent = Borrowed(dask_cluster)
-        monkeypatch.setattr(suppression_nodes, "LazyExecutor", lambda params, gpu: lent)
+        monkeypatch.setattr(LazyExecutor, "for_model", staticmethod(lambda params, tm: lent))
         sharded = _run(tm, tmp_path / "dask", gen, judge, params, ScalingParams(engine="dask"))
     attack_settings = sequential.load("attack_prompts")[["attack", "n_shot"]].drop_duplicates()
     assert len(attack_settings) >= 2

@@ -251,6 +251,12 @@ class LazyExecutor(ShardExecutor):
         self.params, self.gpu, self._inner = params, gpu, None
         self.distributed = params.engine != "sequential"
 
+    @classmethod
+    def for_model(cls, params: ScalingParams | None, tm: Any) -> LazyExecutor:
+        """The executor of the run's ``scaling`` parameters (``None``: sequential) for target model ``tm``: its
+        shards ask for a GPU when the model is on CUDA."""
+        return cls(params or ScalingParams(), gpu=tm.device.type == "cuda")
+
     def _started(self) -> ShardExecutor:
         if self._inner is None:
             self._inner = make_executor(self.params, gpu=self.gpu)

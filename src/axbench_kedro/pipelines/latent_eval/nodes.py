@@ -92,7 +92,7 @@ def score_model_methods(
         return cached_model_scores(
             data, imbalance_negatives, arts, target_model, layer=run.layer, params=latent_eval, cache=cache
         )
-    with LazyExecutor(scaling, gpu=target_model.device.type == "cuda") as executor:
+    with LazyExecutor.for_model(scaling, target_model) as executor:
         return cached_model_scores(
             data,
             imbalance_negatives,

@@ -108,7 +108,7 @@ def generate_steering(
     ``scaling.engine: dask`` (``None``: sequential) the missing batches run on Dask workers (the same
     generations; a cluster is started only when a batch is missing).
     """
-    with LazyExecutor(scaling or ScalingParams(), gpu=target_model.device.type == "cuda") as executor:
+    with LazyExecutor.for_model(scaling, target_model) as executor:
         return generate_steering_rows(
             steering_prompts,
             method_artifacts,

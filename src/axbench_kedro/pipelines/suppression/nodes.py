@@ -143,7 +143,7 @@ def generate_suppression(
     """``suppression_generations``: every method on its negated grid with its suppression intervention
     (``addition_suppression`` for RePS / Lang., m·(−f) for other rank-1 methods; factor-free = prompt defence).
     With ``scaling.engine: dask`` the batches the cache lacks run on Dask workers (the same generations)."""
-    with LazyExecutor(scaling or ScalingParams(), gpu=target_model.device.type == "cuda") as executor:
+    with LazyExecutor.for_model(scaling, target_model) as executor:
         return generate_suppression_rows(
             suppression_prompts,
             method_artifacts,
@@ -294,7 +294,7 @@ def generate_attacks(
         tm=target_model,
         concept_ids=sorted(int(c) for c in attack_prompts["concept_id"].unique()),
     )
-    with LazyExecutor(scaling or ScalingParams(), gpu=target_model.device.type == "cuda") as executor:
+    with LazyExecutor.for_model(scaling, target_model) as executor:
         return generate_attack_rows(
             attack_prompts,
             plans,
