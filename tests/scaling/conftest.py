@@ -9,12 +9,20 @@ from axbench_kedro.lm.loading import load_target_model
 from axbench_kedro.lm.types import ModelSpec
 from axbench_kedro.scaling import DaskExecutor
 from fixtures.tiny_models import make_tiny_target_model
+from scaling.lending import all_workers_up
 
 
 @pytest.fixture(scope="session")
 def dask_cluster():
     with DaskExecutor.local(2) as ex:
         yield ex
+
+
+@pytest.fixture(autouse=True)
+def _whole_cluster(request):
+    """Every test that uses the shared cluster starts with all its workers (an earlier test may have killed one)."""
+    if "dask_cluster" in request.fixturenames:
+        all_workers_up(request.getfixturevalue("dask_cluster"))
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ from axbench_kedro.steering.plans import steering_plans
 from axbench_kedro.steering.schedule import generate_steering_rows
 from methods.pipeline_inputs import LAYER
 from methods.synthetic_data import make_concepts_meta, make_train_data
-from scaling.lending import Borrowed, needs_dask
+from scaling.lending import Borrowed, all_workers_up, needs_dask
 
 pytestmark = [needs_dask, pytest.mark.slow]
 
@@ -159,12 +159,11 @@ def test_a_shard_that_keeps_losing_its_worker_is_one_error_and_keeps_the_cache(
     markers = tmp_path / "markers"
     markers.mkdir()
     cache = tmp_path / "gen.sqlite"
-    _both_workers_up(dask_cluster)  # `common` is broadcast to the workers up at the start of the map
     try:
         with pytest.raises(AxbenchDataError) as err:
             _generate(tm, setup, cache, executor=_KillLast(dask_cluster, markers))
     finally:
-        _both_workers_up(dask_cluster)
+        all_workers_up(dask_cluster)  # for the rerun below
     message = str(err.value)
     retries = dask_cluster.retries
     victim = json.loads((markers / "victim.json").read_text())
@@ -193,14 +192,6 @@ def test_a_shard_that_keeps_losing_its_worker_is_one_error_and_keeps_the_cache(
 def _record(marker_dir: str, fn: Any, *args: Any) -> Any:
     (Path(marker_dir) / f"call-{uuid.uuid4().hex}").write_text(args[-1].work.keys[0])
     return fn(*args)
-
-
-def _both_workers_up(cluster: Any) -> None:
-    """Wait for the nannies to restart killed workers, so the next test finds the cluster whole."""
-    cluster.client.wait_for_workers(2, timeout=60)
-    deadline = time.monotonic() + 60
-    while len(cluster.client.scheduler_info()["workers"]) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 def _square_or_die(marker_dir: str, x: int) -> int:
@@ -240,4 +231,3 @@ def test_killed_worker_is_one_error_naming_scaling_retries(dask_cluster, tmp_pat
         assert store.get_many(["0", "1", "2", "3"]) == {"0": 0, "1": 1, "2": 4}  # what finished stays
     finally:
         store.close()
-        _both_workers_up(dask_cluster)
