@@ -23,11 +23,12 @@ from axbench_kedro.errors import AxbenchDataError
 from axbench_kedro.methods.registry import get_method
 from axbench_kedro.methods.trainer import TrainOptions, build_concepts, train_methods
 from axbench_kedro.pipelines.steering_eval import nodes as steering_nodes
+from axbench_kedro.scaling import DaskExecutor
 from axbench_kedro.steering.plans import steering_plans
 from axbench_kedro.steering.schedule import generate_steering_rows
 from methods.pipeline_inputs import LAYER
 from methods.synthetic_data import make_concepts_meta, make_train_data
-from scaling.lending import Borrowed, all_workers_up, needs_dask
+from scaling.lending import Borrowed, needs_dask
 
 pytestmark = [needs_dask, pytest.mark.slow]
 
@@ -153,19 +154,24 @@ class _KillLast(Borrowed):
         return self.inner.map(functools.partial(_die_if_victim, str(self.marker_dir), fn), shards, **kwargs)
 
 
+@pytest.fixture()
+def own_cluster():
+    """A cluster of this test's own: a test that kills workers must not leave the shared one short of a worker
+    (a nanny restarting under load has been seen to close for good)."""
+    with DaskExecutor.local(2) as ex:
+        yield ex
+
+
 def test_a_shard_that_keeps_losing_its_worker_is_one_error_and_keeps_the_cache(
-    tm, setup, dask_cluster, tmp_path
+    tm, setup, own_cluster, tmp_path
 ) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
     cache = tmp_path / "gen.sqlite"
-    try:
-        with pytest.raises(AxbenchDataError) as err:
-            _generate(tm, setup, cache, executor=_KillLast(dask_cluster, markers))
-    finally:
-        all_workers_up(dask_cluster)  # for the rerun below
+    with pytest.raises(AxbenchDataError) as err:
+        _generate(tm, setup, cache, executor=_KillLast(own_cluster, markers))
     message = str(err.value)
-    retries = dask_cluster.retries
+    retries = own_cluster.retries
     victim = json.loads((markers / "victim.json").read_text())
     assert "\n" not in message and message.startswith(f"scaling: shard {victim['others']} of _die_if_victim ")
     # after the victim killed both workers, the run's shared input (plans, artifacts) went with them: one line too
@@ -181,11 +187,12 @@ def test_a_shard_that_keeps_losing_its_worker_is_one_error_and_keeps_the_cache(
     finally:
         store.close()
 
-    # a rerun ships the missing batch only and ends as the sequential run
+    # a rerun (on a fresh cluster, as after a crash) ships the missing batch only and ends as the sequential run
     again = tmp_path / "again"
     again.mkdir()
-    lent = Borrowed(dask_cluster, wrap=lambda fn: functools.partial(_record, str(again), fn))
-    pd.testing.assert_frame_equal(_generate(tm, setup, cache, executor=lent), setup["gens"])
+    with DaskExecutor.local(2) as fresh:
+        lent = Borrowed(fresh, wrap=lambda fn: functools.partial(_record, str(again), fn))
+        pd.testing.assert_frame_equal(_generate(tm, setup, cache, executor=lent), setup["gens"])
     assert [p.read_text() for p in again.glob("call-*")] == [victim["key"]]
 
 
@@ -208,20 +215,20 @@ def _square_or_die(marker_dir: str, x: int) -> int:
     os._exit(1)
 
 
-def test_killed_worker_is_one_error_naming_scaling_retries(dask_cluster, tmp_path) -> None:
+def test_killed_worker_is_one_error_naming_scaling_retries(own_cluster, tmp_path) -> None:
     # the broadcast input keeps a copy on every worker: nothing drops the spares while a shard waits
-    assert not dask_cluster.client.amm.running()
+    assert not own_cluster.client.amm.running()
     markers = tmp_path / "markers"
     markers.mkdir()
     store = SQLiteCache(tmp_path / "done.sqlite", "t")
     try:
         with pytest.raises(AxbenchDataError) as err:
-            dask_cluster.map(
+            own_cluster.map(
                 functools.partial(_square_or_die, str(markers)),
                 [0, 1, 2, 3],
                 on_done=lambda i, r: store.put(str(i), r),
             )
-        retries = dask_cluster.retries  # the LocalCluster's allowed_failures
+        retries = own_cluster.retries  # the LocalCluster's allowed_failures
         assert str(err.value) == (
             f"scaling: shard 3 of _square_or_die lost its worker {retries + 1} time(s) (scaling.retries = "
             f"{retries}); finished shards are in the caches, so a rerun resumes from there"
