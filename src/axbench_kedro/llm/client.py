@@ -152,8 +152,8 @@ class LLMClient:
         self.ledger = CostLedger(self.model, price)
         self._rng = random.Random(seed)
         self._loop = BackgroundLoop(f"llm-{backend.name}")
-        # A dropped client closes its connections and stops its loop thread.
-        weakref.finalize(self, self._loop.close, backend.aclose)
+        # A dropped client closes its connections and stops its loop thread, without blocking the collecting thread.
+        weakref.finalize(self, self._loop.close, backend.aclose, wait=False)
 
     def __repr__(self) -> str:
         return (

@@ -45,7 +45,10 @@ class BackgroundLoop:
                 def serve() -> None:
                     asyncio.set_event_loop(loop)
                     loop.call_soon(started.set)
-                    loop.run_forever()
+                    try:
+                        loop.run_forever()
+                    finally:
+                        loop.close()  # the loop's own thread closes it, once it has stopped
 
                 thread = threading.Thread(target=serve, name=self.name, daemon=True)
                 thread.start()
@@ -65,17 +68,34 @@ class BackgroundLoop:
             future.cancel()
             raise
 
-    def close(self, final: Callable[[], Coroutine[Any, Any, Any]] | None = None) -> None:
-        """Await ``final()`` (e.g. closing connections) on the loop, then stop the loop and its thread."""
+    def close(
+        self, final: Callable[[], Coroutine[Any, Any, Any]] | None = None, *, wait: bool = True
+    ) -> None:
+        """Await ``final()`` (e.g. closing connections) on the loop, then stop the loop; its thread closes it.
+
+        Nothing here blocks the loop: shutting down is a task the loop runs itself. ``wait=False`` returns at
+        once, which is what a garbage-collection finalizer needs, since it runs on whatever thread happened to
+        trigger the collection (another client's loop thread included, where waiting would stall that client).
+
+        Args:
+            final: coroutine factory awaited on the loop before it stops (best effort, at most 10 s).
+            wait: join the loop's thread (at most 10 s) unless called from that thread.
+        """
         with self._lock:
             loop, thread, pid = self._loop, self._thread, self._pid
             self._loop = self._thread = self._pid = None
-        if loop is None or pid != os.getpid() or not loop.is_running():
+        if loop is None or pid != os.getpid() or loop.is_closed():
             return
-        if final is not None:
-            with contextlib.suppress(Exception):  # closing is best effort
-                asyncio.run_coroutine_threadsafe(final(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
+
+        async def shut_down() -> None:
+            if final is not None:
+                with contextlib.suppress(Exception):  # closing is best effort
+                    await asyncio.wait_for(final(), timeout=10)
+            loop.stop()
+
+        try:
+            loop.call_soon_threadsafe(loop.create_task, shut_down())
+        except RuntimeError:  # closed meanwhile
+            return
+        if wait and thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
-        loop.close()
