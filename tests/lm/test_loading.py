@@ -241,3 +241,18 @@ def test_embedded_model_config_and_chat_constants():
     tok = ensure_chat_template(AutoTokenizer.from_pretrained(_EMBEDDED_CACHE))
     assert (chat_prefix_length(tok), chat_suffix_length(tok)) == (4, 2)
     assert format_binary(tok, "Hi", "Yo").endswith("Yo<end_of_turn>\n<start_of_turn>")
+
+
+def test_gguf_header_is_parsed_once_per_file_during_conversion(tmp_path):
+    import gguf
+
+    first = _gguf(tmp_path / "a.gguf", blocks=2)
+    second = _gguf(tmp_path / "b.gguf", blocks=3)
+    original = gguf.GGUFReader
+    with loading._one_gguf_reader():
+        reader = gguf.GGUFReader(str(first))
+        assert gguf.GGUFReader(first) is reader  # same file by another spelling: the same parse
+        other = gguf.GGUFReader(second)
+        assert other is not reader and other.fields["gemma3.block_count"].parts[-1][0] == 3
+    assert gguf.GGUFReader is original
+    assert gguf.GGUFReader(str(first)) is not reader  # outside the block, readers are fresh again

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -26,6 +27,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -324,6 +326,33 @@ def _remove_stale_partials(out: Path) -> None:
             continue
 
 
+@contextlib.contextmanager
+def _one_gguf_reader() -> Iterator[None]:
+    """Within the block, every ``gguf.GGUFReader(path)`` for one file returns the same (read-only) reader.
+
+    transformers parses a GGUF file's header three times for one model (config, tokenizer, weights), and the
+    ``gguf`` package's pure-Python parse of Gemma-3's 262k-token vocabulary takes ~15 s each time on a CPU core:
+    sharing the first parse takes about 30 s off a cold conversion. transformers imports ``GGUFReader`` from
+    ``gguf`` at call time, so replacing the module attribute for the duration of the block is enough.
+    """
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[tuple[str, str], Any] = {}
+
+    def shared_reader(path: str | os.PathLike[str], mode: str = "r") -> Any:
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared_reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def _converted_copy(spec: ModelSpec) -> Path:
     """Folder of the safetensors copy of a GGUF / embedded spec, converting on first use."""
     gguf = _embedded_gguf() if spec.source == "embedded" else _gguf_path(spec)
@@ -335,8 +364,11 @@ def _converted_copy(spec: ModelSpec) -> Path:
 
     logger.info("Converting %s to safetensors in %s (once; takes about a minute)", gguf, out)
     start = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    with _one_gguf_reader():
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
     convert_to_safetensors(model, tokenizer, out, source=str(gguf))
     logger.info("Converted %s in %.1f s", gguf.name, time.perf_counter() - start)
     return out
