@@ -18,6 +18,7 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,8 @@ class Workload:
         trained: methods trained (``training.method_names()``).
         concept_limit: ``{method: n}`` for a method that trains (and so steers) only its first ``n`` concepts
             (:meth:`~axbench_kedro.methods.base.Method.concept_limit`, e.g. SFT's ``max_concepts``).
+        steered: ``{method: f}``, ``f(n)`` = concepts the method steers out of ``n`` where that is not what it
+            trains (:meth:`~axbench_kedro.methods.base.Method.steered_concept_count`: HyperSteer's held-out ones).
         train_positives / train_negatives: training rows per concept.
         answer_tokens: mean answer tokens of a training row (positives T, pool answers 1.5 T).
     """
@@ -108,6 +111,7 @@ class Workload:
     answer_tokens: float
     judge_model: str
     concept_limit: dict[str, int] = field(default_factory=dict)
+    steered: dict[str, Callable[[int], int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,9 +148,15 @@ def generations_per_concept(w: Workload) -> int:
     return sum(method_generations(w, m) for m in w.steering)
 
 
+def steered_concepts(w: Workload, method: str, concepts: int) -> int:
+    """Concepts ``method`` steers out of ``concepts``: ``w.steered``'s count, else those it trains."""
+    count = w.steered.get(method)
+    return count(concepts) if count is not None else concepts_of(w, method, concepts)
+
+
 def generations(w: Workload, concepts: int) -> int:
-    """Steered generations of ``concepts`` concepts: each method on the concepts it steers (:func:`concepts_of`)."""
-    return sum(concepts_of(w, m, concepts) * method_generations(w, m) for m in w.steering)
+    """Steered generations of ``concepts`` concepts: each method on the concepts it steers."""
+    return sum(steered_concepts(w, m, concepts) * method_generations(w, m) for m in w.steering)
 
 
 def trained_concepts(w: Workload, concepts: int) -> int:
@@ -286,7 +296,14 @@ def workload(env: str) -> Workload:
         answer_tokens=(pos * datagen.output_length + neg * datagen.pool_tokens) / (pos + neg),
         judge_model=str(steering.judge.model),
         concept_limit={m: int(n) for m, n in limits.items() if n is not None},
+        steered={m: _steered_count(m, training.method_params(m)) for m in wanted if m in trained},
     )
+
+
+def _steered_count(method: str, hp: Any) -> Callable[[int], int]:
+    from axbench_kedro.methods.registry import get_method
+
+    return lambda n: get_method(method).steered_concept_count(hp, n)
 
 
 def judge_templates(env: str) -> dict[str, str]:
@@ -351,7 +368,8 @@ def render(plans: list[Plan], workloads: dict[str, Workload], u: Units, tokens: 
         "registered method but `training.exclude_methods`, `steering_eval.methods: null` = every trained method that "
         "steers), including those that skip at run time without their input files (SAE family, released "
         "dictionaries). A method with a concept limit (SFT: `max_concepts`) trains and steers only its first "
-        "concepts; the others every concept.",
+        "concepts; HyperSteer trains on the others and steers only its held-out concepts; every other method "
+        "trains and steers every concept.",
         "- Batch-API cost = half the configured price.",
         f"- Concept16K = 16,000 concepts on the settings AxBench built its 16K dictionaries for "
         f"({', '.join(CONCEPT16K_SETTINGS)}), with the same per-concept workload as Concept500.",
@@ -376,6 +394,11 @@ def render(plans: list[Plan], workloads: dict[str, Workload], u: Units, tokens: 
     for setting, w in workloads.items():
         parts = [f"{m} {method_generations(w, m)}" for m in w.steering]
         limited = [f"{m} on the first {n}" for m, n in w.concept_limit.items()]
+        limited += [
+            f"{m} steers {steered_concepts(w, m, 500)} of 500"
+            for m in w.steered
+            if m not in w.concept_limit and steered_concepts(w, m, 500) != 500
+        ]
         lines.append(
             f"- {setting}: {generations_per_concept(w)} = {' + '.join(parts)} "
             f"({w.n_instructions} instructions × the method's factors, factor-free methods × "

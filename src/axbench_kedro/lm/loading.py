@@ -362,7 +362,7 @@ def _converted_copy(spec: ModelSpec) -> Path:
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    logger.info("Converting %s to safetensors in %s (once; takes about a minute)", gguf, out)
+    logger.info("Converting %s to safetensors in %s (once; takes about half a minute)", gguf, out)
     start = time.perf_counter()
     with _one_gguf_reader():
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

@@ -412,6 +412,12 @@ class Method(ABC):
         del hp
         return None
 
+    def steered_concept_count(self, hp: Any, n_concepts: int) -> int:
+        """How many of a run's ``n_concepts`` concepts the method steers, for planning (the capacity plan): those
+        its :meth:`concept_limit` trains, or all; HyperSteer overrides it (its held-out concepts)."""
+        limit = self.concept_limit(hp)
+        return n_concepts if limit is None else min(limit, n_concepts)
+
     def bind_run_inputs(self, inputs: Mapping[str, Any]) -> None:
         """Receive the training node's run-wide inputs before training (``released_dictionaries``,
         ``concepts_meta``, ``model``, ``layer``, ``hyperparameters``); methods that read a catalog file of their own

@@ -54,6 +54,7 @@ from axbench_kedro.methods.registry import register
 __all__ = [
     "HyperSteerParams",
     "HyperSteer",
+    "held_out_count",
     "held_out_split",
     "net_config",
     "prompt_states",
@@ -122,6 +123,11 @@ class HyperSteerParams(StrictModel):
         return value
 
 
+def held_out_count(held_out: int | float, n_concepts: int) -> int:
+    """Concepts held out of ``n_concepts``: a count as given, a fraction rounded (at least 1)."""
+    return held_out if isinstance(held_out, int) else max(1, round(held_out * n_concepts))
+
+
 def held_out_split(
     concept_ids: Sequence[int],
     held_out: int | float,
@@ -149,7 +155,7 @@ def held_out_split(
             )
         held = sorted({int(c) for c in explicit})
     else:
-        k = held_out if isinstance(held_out, int) else max(1, round(held_out * len(ids)))
+        k = held_out_count(held_out, len(ids))
         if k >= len(ids):
             raise AxbenchConfigError(
                 f"{_KEY}.held_out: holding out {k} of {len(ids)} concepts leaves none to train on"
@@ -412,6 +418,12 @@ class HyperSteer(Method):
     def steering_subset(self, artifact: MethodArtifact) -> frozenset[int] | None:
         """The held-out concepts (the artifact's): HyperSteer is evaluated on them only [D 19]."""
         return frozenset(artifact.concept_ids)
+
+    def steered_concept_count(self, hp: HyperSteerParams, n_concepts: int) -> int:
+        """The held-out concepts' count (what the capacity plan charges generations for)."""
+        if hp.held_out_ids is not None:
+            return min(len(set(hp.held_out_ids)), n_concepts)
+        return min(held_out_count(hp.held_out, n_concepts), n_concepts)
 
     def prompt_steering_vectors(
         self,
