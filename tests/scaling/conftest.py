@@ -18,6 +18,14 @@ def dask_cluster():
         yield ex
 
 
+@pytest.fixture()
+def own_cluster():
+    """A cluster of the test's own, for every test that kills workers: it must not leave the shared one short of
+    a worker (a nanny restarting under load has been seen to close for good)."""
+    with DaskExecutor.local(2) as ex:
+        yield ex
+
+
 @pytest.fixture(autouse=True)
 def _whole_cluster(request):
     """Every test that uses the shared cluster starts with all its workers (an earlier test may have killed one)."""

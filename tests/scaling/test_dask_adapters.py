@@ -154,14 +154,6 @@ class _KillLast(Borrowed):
         return self.inner.map(functools.partial(_die_if_victim, str(self.marker_dir), fn), shards, **kwargs)
 
 
-@pytest.fixture()
-def own_cluster():
-    """A cluster of this test's own: a test that kills workers must not leave the shared one short of a worker
-    (a nanny restarting under load has been seen to close for good)."""
-    with DaskExecutor.local(2) as ex:
-        yield ex
-
-
 def test_a_shard_that_keeps_losing_its_worker_is_one_error_and_keeps_the_cache(
     tm, setup, own_cluster, tmp_path
 ) -> None:

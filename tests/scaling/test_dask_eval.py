@@ -169,11 +169,11 @@ def test_dask_training_latent_and_steering_equal_the_sequential_run(
 
 
 def test_a_worker_killed_during_a_shard_loses_and_duplicates_nothing(
-    tm, sequential, dask_cluster, tmp_path, monkeypatch
+    tm, sequential, own_cluster, tmp_path, monkeypatch
 ) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
-    _lend(monkeypatch, dask_cluster, wrap=lambda fn: functools.partial(_crash_first_shard, str(markers), fn))
+    _lend(monkeypatch, own_cluster, wrap=lambda fn: functools.partial(_crash_first_shard, str(markers), fn))
     cache = tmp_path / "gen.sqlite"
     gens = _generate(tm, sequential["prompts"], sequential["arts"], sequential["mags"], cache, DASK)
     pd.testing.assert_frame_equal(gens, sequential["gens"])
