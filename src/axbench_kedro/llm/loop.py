@@ -93,9 +93,11 @@ class BackgroundLoop:
                     await asyncio.wait_for(final(), timeout=10)
             loop.stop()
 
+        shutdown = shut_down()
         try:
-            loop.call_soon_threadsafe(loop.create_task, shut_down())
+            loop.call_soon_threadsafe(loop.create_task, shutdown)
         except RuntimeError:  # closed meanwhile
+            shutdown.close()
             return
         if wait and thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
