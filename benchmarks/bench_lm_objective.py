@@ -23,7 +23,9 @@ response-row baseline is bounded below by ``2 GEMMs ÷ (2 GEMMs + plain's passes
 full-batch baseline in addition multiplies every prompt and padding position by the head. The issue's target (≤ 0.5
 of a plain full-logits loss in float32) is printed against the full batch ([1]). Measured on a 2-core AVX-512 CPU
 with the defaults (one thread, CPU time): float32 [1] ≈ 0.55–0.58 and [2] ≈ 0.72, where the two GEMMs alone would
-give ≈ 0.5 and ≈ 0.65; bfloat16 [1] ≈ 0.46, [2] ≈ 0.6.
+give ≈ 0.5 and ≈ 0.65; bfloat16 [1] ≈ 0.46, [2] ≈ 0.6. On a 2-core AMD EPYC (2026-12-02, 3 repeats) float32 [1] was
+0.46 with one thread and with two, [2] 0.68–0.76: where the fp32 floor lies depends on the CPU's GEMM vs its
+elementwise throughput.
 
 Each implementation runs ``--repeats`` times, interleaved (the machine's load drifts); min and median of the wall
 time and of the process CPU time are printed. On cores shared with other processes the wall times of the fused loss
