@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from axbench_kedro.lm import generation
 from axbench_kedro.lm.chat import format_prompt
-from axbench_kedro.lm.generation import SeededSampler, generate_greedy, row_seed, sample_generate
+from axbench_kedro.lm.generation import (
+    SeededSampler,
+    generate_greedy,
+    row_seed,
+    sample_generate,
+    shared_prefix_length,
+)
 
 INSTRUCTIONS = [
     "Hi",
@@ -141,3 +148,50 @@ def test_sampler_top_k_and_top_p_support():
 def test_row_seed_is_stable_and_distinct():
     assert row_seed(0, 1) == row_seed(0, 1)
     assert len({row_seed(s, r) for s in range(5) for r in range(50)}) == 250
+
+
+FEW_SHOT = "tell me a story about a dog and a cat . " * 6  # one template head every row repeats (~60 tokens)
+
+
+@pytest.fixture(params=["gemma3", "gemma2"])
+def wide_window_tm(request):
+    from fixtures.tiny_models import make_tiny_target_model
+
+    return make_tiny_target_model(request.param, sliding_window=512, seed=5)
+
+
+def test_shared_prefix_length() -> None:
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 9], [1, 2, 5]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # every row keeps one token of its own
+    assert shared_prefix_length([[7, 1], [8, 1]]) == 0 and shared_prefix_length([]) == 0
+
+
+def test_a_shared_prefix_runs_once_and_changes_no_token(wide_window_tm, monkeypatch) -> None:
+    tm = wide_window_tm
+    prompts = [format_prompt(tm.tokenizer, FEW_SHOT + i) for i in INSTRUCTIONS]
+    taken = []
+    original = generation._shared_prefix_inputs
+
+    def spy(*args, **kwargs):
+        inputs = original(*args, **kwargs)
+        taken.append(inputs is not None)
+        return inputs
+
+    monkeypatch.setattr(generation, "_shared_prefix_inputs", spy)
+    greedy = generate_greedy(tm, prompts, max_new_tokens=6, batch_size=4)
+    sampled = sample_generate(tm, prompts, max_new_tokens=8, batch_size=4, seed=3, temperature=0.7)
+    assert taken == [True, True]  # both batches ran the template once
+    for prompt, gen in zip(prompts, greedy, strict=True):  # the no-cache, no-padding reference loop
+        ref = _reference_greedy(tm, prompt, 6)
+        assert gen.n_new_tokens == len(ref) and gen.text == tm.tokenizer.decode(ref, skip_special_tokens=True)
+    monkeypatch.setattr(generation, "MIN_SHARED_PREFIX", 10**9)  # every row prefills its whole prompt
+    assert sample_generate(tm, prompts, max_new_tokens=8, batch_size=4, seed=3, temperature=0.7) == sampled
+    assert taken[2:] == [False]
+
+
+def test_no_shared_prefix_where_a_sliding_window_could_be_outgrown(tiny_gemma3) -> None:
+    tm = tiny_gemma3  # window 8: the prompts alone are longer
+    enc = generation.encode(
+        tm, [format_prompt(tm.tokenizer, FEW_SHOT + i) for i in INSTRUCTIONS], "left", None
+    )
+    assert generation._shared_prefix_inputs(tm, enc["input_ids"], enc["attention_mask"], 4) is None

@@ -15,9 +15,11 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,6 +94,67 @@ def _plain_runner(tm: TargetModel) -> BatchRunner:
     return runner
 
 
+# A batch whose rows share at least this many leading tokens (a few-shot template) runs that prefix once.
+MIN_SHARED_PREFIX = 32
+
+
+def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """Leading tokens all ``rows`` have in common, leaving every row at least one token of its own."""
+    if not rows:
+        return 0
+    first, limit = rows[0], min(len(r) for r in rows) - 1
+    n = 0
+    while n < limit and all(r[n] == first[n] for r in rows):
+        n += 1
+    return n
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """The name the model's ``forward`` takes its KV cache under (transformers 5 renamed ``past_key_values``)."""
+    params = inspect.signature(type(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _shared_prefix_inputs(
+    tm: TargetModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int
+) -> dict[str, Any] | None:
+    """``generate`` inputs that run the batch's shared prefix once instead of once per row, or ``None``.
+
+    Datagen and rating prompts repeat one few-shot template in every row, so most of a batch's prefill is the same
+    tokens B times. The prefix is run once (batch 1, last-position logits only), its KV cache repeated B times, and
+    each row continues as ``prefix, padding, own tokens`` with the padding masked: every token sees the same
+    positions (from the attention mask) and the same unmasked keys as under left padding, so the generations are the
+    same up to float rounding (greedy texts identical on the embedded model's datagen prompts). Skipped (``None``)
+    for a single row, a prefix under :data:`MIN_SHARED_PREFIX` tokens, a run that could outgrow a sliding attention
+    window (where a cache slot count differs from a position count) or a cache that cannot be repeated.
+    """
+    rows = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask, strict=True)]
+    n_prefix = shared_prefix_length(rows)
+    if len(rows) < 2 or n_prefix < MIN_SHARED_PREFIX:
+        return None
+    text_config = getattr(tm.model.config, "text_config", None) or tm.model.config
+    window = getattr(text_config, "sliding_window", None)
+    if window and input_ids.shape[1] + max_new_tokens > window:
+        return None
+    name = _cache_kwarg(tm.model)
+    prefix = torch.tensor([rows[0][:n_prefix]], device=input_ids.device)
+    with torch.no_grad():
+        out = tm.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+    cache = out.cache if name == "cache" else out.past_key_values
+    if not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    cache.batch_repeat_interleave(len(rows))
+    width = max(len(r) for r in rows) - n_prefix
+    pad = tm.tokenizer.pad_token_id
+    ids = [rows[0][:n_prefix] + [pad] * (width - len(r) + n_prefix) + r[n_prefix:] for r in rows]
+    mask = [[1] * n_prefix + [0] * (width - len(r) + n_prefix) + [1] * (len(r) - n_prefix) for r in rows]
+    return {
+        "input_ids": torch.tensor(ids, device=input_ids.device),
+        "attention_mask": torch.tensor(mask, device=input_ids.device, dtype=attention_mask.dtype),
+        name: cache,
+    }
+
+
 def run_generation(
     tm: TargetModel,
     prompts: Sequence[str],
@@ -108,8 +171,9 @@ def run_generation(
 ) -> list[Generation]:
     """Shared generation loop: length-sorted batches, left padding, returns results in input order.
 
-    ``temperature <= 0`` decodes greedily (``seed`` unused). ``row_keys`` key the rows' random streams. ``runner`` supplies the generate callable per batch
-    (the steering module passes a pyvene-intervened one).
+    ``temperature <= 0`` decodes greedily (``seed`` unused). ``row_keys`` key the rows' random streams. ``runner``
+    supplies the generate callable per batch (the steering module passes a pyvene-intervened one); without one, a
+    batch whose rows share a long prefix runs it once (:func:`_shared_prefix_inputs`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -119,6 +183,7 @@ def run_generation(
     keys = list(range(len(prompts))) if row_keys is None else [int(k) for k in row_keys]
     if len(keys) != len(prompts):
         raise ValueError(f"row_keys must have {len(prompts)} entries, got {len(keys)}")
+    share_prefix = runner is None  # an intervention must see every row's prompt, so only plain runs share
     runner = runner or _plain_runner(tm)
     tok = tm.tokenizer
     stops = stop_token_ids(tok)
@@ -143,14 +208,12 @@ def run_generation(
             if temperature > 0:
                 gens = [torch.Generator(device="cpu").manual_seed(row_seed(seed, keys[i])) for i in rows]
                 processors.append(SeededSampler(gens, temperature, top_k, top_p))
+            inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+            if share_prefix:
+                inputs = _shared_prefix_inputs(tm, **inputs, max_new_tokens=max_new_tokens) or inputs
             with runner(rows) as generate, torch.no_grad():
-                out = generate(
-                    input_ids=enc["input_ids"],
-                    attention_mask=enc["attention_mask"],
-                    generation_config=config,
-                    logits_processor=processors,
-                )
-            for row, ids in zip(rows, out[:, enc["input_ids"].shape[1] :].tolist(), strict=True):
+                out = generate(**inputs, generation_config=config, logits_processor=processors)
+            for row, ids in zip(rows, out[:, inputs["input_ids"].shape[1] :].tolist(), strict=True):
                 results[row] = _finish(tok, ids, stops)
                 new_tokens += results[row].n_new_tokens
             bar.update(len(rows))
