@@ -15,6 +15,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -296,14 +297,12 @@ def workload(env: str) -> Workload:
         answer_tokens=(pos * datagen.output_length + neg * datagen.pool_tokens) / (pos + neg),
         judge_model=str(steering.judge.model),
         concept_limit={m: int(n) for m, n in limits.items() if n is not None},
-        steered={m: _steered_count(m, training.method_params(m)) for m in wanted if m in trained},
+        steered={
+            m: functools.partial(get_method(m).steered_concept_count, training.method_params(m))
+            for m in wanted
+            if m in trained
+        },
     )
-
-
-def _steered_count(method: str, hp: Any) -> Callable[[int], int]:
-    from axbench_kedro.methods.registry import get_method
-
-    return lambda n: get_method(method).steered_concept_count(hp, n)
 
 
 def judge_templates(env: str) -> dict[str, str]:
@@ -395,9 +394,9 @@ def render(plans: list[Plan], workloads: dict[str, Workload], u: Units, tokens: 
         parts = [f"{m} {method_generations(w, m)}" for m in w.steering]
         limited = [f"{m} on the first {n}" for m, n in w.concept_limit.items()]
         limited += [
-            f"{m} steers {steered_concepts(w, m, 500)} of 500"
+            f"{m} steers {n} of 500"
             for m in w.steered
-            if m not in w.concept_limit and steered_concepts(w, m, 500) != 500
+            if m not in w.concept_limit and (n := steered_concepts(w, m, 500)) != 500
         ]
         lines.append(
             f"- {setting}: {generations_per_concept(w)} = {' + '.join(parts)} "

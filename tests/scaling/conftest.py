@@ -9,7 +9,6 @@ from axbench_kedro.lm.loading import load_target_model
 from axbench_kedro.lm.types import ModelSpec
 from axbench_kedro.scaling import DaskExecutor
 from fixtures.tiny_models import make_tiny_target_model
-from scaling.lending import all_workers_up
 
 
 @pytest.fixture(scope="session")
@@ -24,13 +23,6 @@ def own_cluster():
     a worker (a nanny restarting under load has been seen to close for good)."""
     with DaskExecutor.local(2) as ex:
         yield ex
-
-
-@pytest.fixture(autouse=True)
-def _whole_cluster(request):
-    """Every test that uses the shared cluster starts with all its workers (an earlier test may have killed one)."""
-    if "dask_cluster" in request.fixturenames:
-        all_workers_up(request.getfixturevalue("dask_cluster"))
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import time
 from typing import Any
 
 import pytest
@@ -31,12 +30,3 @@ class Borrowed(ShardExecutor):
     def map(self, fn, shards, **kwargs):
         self.maps += 1
         return self.inner.map(fn if self.wrap is None else self.wrap(fn), shards, **kwargs)
-
-
-def all_workers_up(executor: DaskExecutor, n: int = 2, timeout_s: float = 180) -> None:
-    """Wait until the nannies have restarted every worker a test killed (slow on a loaded 2-core machine), so a
-    test starts with the whole cluster: a shard that kills its worker then always has a live one holding its input."""
-    executor.client.wait_for_workers(n, timeout=timeout_s)
-    deadline = time.monotonic() + timeout_s
-    while len(executor.client.scheduler_info()["workers"]) < n and time.monotonic() < deadline:
-        time.sleep(0.1)
