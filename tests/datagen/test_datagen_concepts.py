@@ -117,6 +117,8 @@ def test_demo_selection_covers_all_genres():
     chosen = select_concepts(read_concept_file(RAW / "concepts_demo.csv"), 4, 42)
     text = " ".join(e.concept for e in chosen).lower()
     assert "python" in text and "percent" in text and "cats" in text
+    # the suppression demo's rule concept (conf/demo: suppression.concepts.concept_ids [0, 3])
+    assert [e.rule_id for e in chosen] == [None, None, None, "hashtags"]
 
 
 def test_sae_id_from_ref():
