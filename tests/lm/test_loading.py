@@ -256,3 +256,57 @@ def test_gguf_header_is_parsed_once_per_file_during_conversion(tmp_path):
         assert other is not reader and other.fields["gemma3.block_count"].parts[-1][0] == 3
     assert gguf.GGUFReader is original
     assert gguf.GGUFReader(str(first)) is not reader  # outside the block, readers are fresh again
+
+
+def test_gguf_metadata_reads_the_header_only_as_far_as_needed(tmp_path):
+    from gguf import GGUFReader
+
+    path = tmp_path / "vocab-first.gguf"
+    writer = GGUFWriter(str(path), "gemma3")
+    writer.add_token_list(
+        ["<pad>", "<bos>", "héllo", ""]
+    )  # a string array before the numbers, as in Gemma's files
+    writer.add_array("test.ids", [3, 1, 4])
+    writer.add_array("test.nested", [[1, 2], [3]])
+    writer.add_float32("test.scale", 0.5)
+    writer.add_bool("test.flag", True)
+    writer.add_block_count(5)
+    writer.add_embedding_length(48)
+    writer.add_string("test.last", "end")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    every = loading.gguf_metadata(path, lambda found: {"test.last"})
+    reader = GGUFReader(str(path))
+    scalars = {
+        k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.") and f.types[0] != 9
+    }
+    assert every == scalars  # arrays skipped, every scalar and string as gguf's own reader gives them
+    assert every["gemma3.block_count"] == 5 and every["test.scale"] == 0.5 and every["test.flag"] is True
+    assert loading.gguf_metadata(path, lambda found: {"general.architecture"}) == {
+        "general.architecture": "gemma3"
+    }
+    assert loading._dims_from_gguf(path) == loading.ModelDims(5, 48, "gemma3")
+    assert read_model_config(ModelSpec(source="gguf", name_or_path=str(path))).n_layers == 5
+
+
+def test_gguf_metadata_errors_name_the_file(tmp_path):
+    not_gguf = tmp_path / "weights.gguf"
+    not_gguf.write_bytes(b"PK\x03\x04 not a gguf")
+    with pytest.raises(AxbenchConfigError, match=r"weights\.gguf: not a GGUF file"):
+        loading._dims_from_gguf(not_gguf)
+    bare = tmp_path / "bare.gguf"
+    writer = GGUFWriter(str(bare), "gemma3")
+    writer.add_embedding_length(48)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(AxbenchConfigError, match=r"bare\.gguf: GGUF metadata lacks gemma3\.block_count$"):
+        loading._dims_from_gguf(bare)
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(_gguf(tmp_path / "whole.gguf").read_bytes()[:40])  # inside the first key's name
+    with pytest.raises(AxbenchConfigError, match=r"cut\.gguf: GGUF header ends early"):
+        loading._dims_from_gguf(cut)

@@ -27,7 +27,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ __all__ = [
     "check_model_spec",
     "convert_to_safetensors",
     "default_cache_dir",
+    "gguf_metadata",
     "load_target_model",
     "read_model_config",
     "resolve_device",
@@ -383,14 +384,89 @@ def _dims_from_config(config: Any) -> ModelDims:
     return ModelDims(int(text.num_hidden_layers), int(text.hidden_size), str(text.model_type))
 
 
-def _dims_from_gguf(path: Path) -> ModelDims:
-    from gguf import GGUFReader
+# GGUF metadata value types (the GGUF spec's GGUFValueType): scalar struct formats, string = 8, array = 9.
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
 
-    reader = GGUFReader(str(path))
-    arch = reader.fields["general.architecture"].contents()
-    n_layers = reader.fields[f"{arch}.block_count"].contents()
-    hidden = reader.fields[f"{arch}.embedding_length"].contents()
-    return ModelDims(int(n_layers), int(hidden), str(arch))
+
+def gguf_metadata(path: Path, wanted: Callable[[dict[str, Any]], set[str]]) -> dict[str, Any]:
+    """Scalar and string metadata of a GGUF file's header, read until ``wanted(found)`` is all found.
+
+    ``gguf.GGUFReader`` maps every field and tensor of the file, which for Gemma-3's 262k-token vocabulary takes
+    12–18 s on a CPU core; a run-start check needs three numbers that come first in the header. Arrays are
+    skipped (never returned); a key the file lacks leaves the whole header read and is simply absent.
+
+    Args:
+        path: the ``.gguf`` file (version 2 or 3, little-endian).
+        wanted: from the keys found so far, the keys still needed (e.g. ``f"{arch}.block_count"`` once
+            ``general.architecture`` is known).
+
+    Raises:
+        AxbenchConfigError: not a GGUF file, or an unknown value type (one line naming the file).
+    """
+    import struct
+
+    found: dict[str, Any] = {}
+
+    def read(fh: Any, fmt: str) -> Any:
+        size = struct.calcsize("<" + fmt)
+        raw = fh.read(size)
+        if len(raw) != size:
+            raise AxbenchConfigError(f"{path}: GGUF header ends early")
+        return struct.unpack("<" + fmt, raw)[0]
+
+    def read_string(fh: Any) -> str:
+        size = read(fh, "Q")
+        raw = fh.read(size)
+        if len(raw) != size:
+            raise AxbenchConfigError(f"{path}: GGUF header ends early")
+        return raw.decode("utf-8", errors="replace")
+
+    def skip_value(fh: Any, kind: int) -> None:
+        if kind in _GGUF_SCALARS:
+            fh.seek(struct.calcsize("<" + _GGUF_SCALARS[kind]), os.SEEK_CUR)
+        elif kind == _GGUF_STRING:
+            fh.seek(read(fh, "Q"), os.SEEK_CUR)
+        elif kind == _GGUF_ARRAY:
+            item, count = read(fh, "I"), read(fh, "Q")
+            if item in _GGUF_SCALARS:
+                fh.seek(count * struct.calcsize("<" + _GGUF_SCALARS[item]), os.SEEK_CUR)
+            else:
+                for _ in range(count):
+                    skip_value(fh, item)
+        else:
+            raise AxbenchConfigError(f"{path}: GGUF metadata value type {kind} is unknown")
+
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"GGUF" or read(fh, "I") < 2:
+            raise AxbenchConfigError(f"{path}: not a GGUF file of version 2 or later")
+        read(fh, "Q")  # tensor count
+        for _ in range(read(fh, "Q")):
+            if not wanted(found) - found.keys():
+                break
+            key, kind = read_string(fh), read(fh, "I")
+            if kind in _GGUF_SCALARS:
+                found[key] = read(fh, _GGUF_SCALARS[kind])
+            elif kind == _GGUF_STRING:
+                found[key] = read_string(fh)
+            else:
+                skip_value(fh, kind)
+    return found
+
+
+def _dims_from_gguf(path: Path) -> ModelDims:
+    def wanted(found: dict[str, Any]) -> set[str]:
+        arch = found.get("general.architecture")
+        return {"general.architecture"} | (
+            {f"{arch}.block_count", f"{arch}.embedding_length"} if arch else set()
+        )
+
+    meta = gguf_metadata(path, wanted)
+    missing = sorted(wanted(meta) - meta.keys())
+    if missing:
+        raise AxbenchConfigError(f"{path}: GGUF metadata lacks {', '.join(missing)}")
+    arch = meta["general.architecture"]
+    return ModelDims(int(meta[f"{arch}.block_count"]), int(meta[f"{arch}.embedding_length"]), str(arch))
 
 
 def read_model_config(spec: ModelSpec) -> ModelDims:
