@@ -145,6 +145,32 @@ def test_sampler_top_k_and_top_p_support():
         SeededSampler([], temperature=0.0, top_k=50, top_p=1.0)
 
 
+def _full_gumbel_draw(generators, scores, temperature):
+    """The draw written out over the whole row: every entry's Gumbel noise, then argmax (the reference)."""
+    logits = scores.float() / temperature
+    noise = torch.stack([torch.rand(logits.shape[-1], generator=g) for g in generators])
+    return torch.argmax(logits - torch.log(-torch.log(noise.clamp_(min=1e-20, max=1.0 - 1e-7))), dim=-1)
+
+
+@pytest.mark.parametrize("temperature", [0.3, 0.7, 1.0, 4.0])
+def test_pruned_gumbel_draw_equals_the_full_draw(temperature):
+    vocab, n = 20_000, 16  # above the pruning threshold
+    seeds = [row_seed(3, i) for i in range(n)]
+    sampler = SeededSampler(
+        [torch.Generator().manual_seed(s) for s in seeds], temperature, top_k=0, top_p=1.0
+    )
+    reference = [torch.Generator().manual_seed(s) for s in seeds]
+    base = torch.Generator().manual_seed(11)
+    for step in range(4):  # successive steps keep drawing each row's stream in step with the reference
+        scores = torch.randn(n, vocab, generator=base) * 3
+        scores[0] = 0.0  # a flat row: every entry can win
+        scores[1, :50] = 9.0  # a tied plateau at the top
+        expected = _full_gumbel_draw(reference, scores, temperature)
+        got = sampler(None, scores.clone())
+        assert torch.equal(got.argmax(-1), expected), step
+        assert torch.isfinite(got).sum(-1).eq(1).all()
+
+
 def test_row_seed_is_stable_and_distinct():
     assert row_seed(0, 1) == row_seed(0, 1)
     assert len({row_seed(s, r) for s in range(5) for r in range(50)}) == 250

@@ -61,9 +61,12 @@ class SeededSampler(LogitsProcessor):
         self.temperature = float(temperature)
         self.top_k = int(top_k or 0)
         self.top_p = float(top_p)
+        self._buffer: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        logits = scores.float() / self.temperature
+        # In place, like transformers' own processors: `scores` is this step's copy of the logits, and the
+        # one-hot result is written back into it (fresh [B, 262k] buffers each step cost more than the math).
+        logits = scores.float().div_(self.temperature)
         vocab = logits.shape[-1]
         if 0 < self.top_k < vocab:
             values, index = torch.topk(logits, self.top_k, dim=-1)  # sorted, descending
@@ -77,14 +80,50 @@ class SeededSampler(LogitsProcessor):
             drop = before >= self.top_p
             drop[..., 0] = False
             values = values.masked_fill(drop, float("-inf"))
-        noise = torch.stack(
-            [torch.rand(values.shape[-1], generator=g, dtype=torch.float32) for g in self.generators]
-        ).to(values.device)
-        gumbel = -torch.log(-torch.log(noise.clamp_(min=1e-20, max=1.0 - 1e-7)))
-        pick = torch.argmax(values + gumbel, dim=-1, keepdim=True)
+        noise = self._noise(len(self.generators), values.shape[-1])
+        for row, generator in zip(noise, self.generators, strict=True):
+            row.uniform_(generator=generator)  # the stream torch.rand(n, generator=g) draws
+        pick = gumbel_argmax(values, noise.clamp_(min=1e-20, max=1.0 - 1e-7).to(values.device))
         token = pick if index is None else index.gather(-1, pick)
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(-1, token, 0.0)
+        return scores.fill_(float("-inf")).scatter_(-1, token, 0.0)
+
+    def _noise(self, n_rows: int, width: int) -> torch.Tensor:
+        """A float32 CPU buffer for one step's uniform draws, reused across the steps of a generation."""
+        if self._buffer is None or self._buffer.shape != (n_rows, width):
+            self._buffer = torch.empty(n_rows, width, dtype=torch.float32)
+        return self._buffer
+
+
+def _gumbel(noise: torch.Tensor) -> torch.Tensor:
+    return -torch.log(-torch.log(noise))
+
+
+# Below this many logits per row the plain full-row draw is as cheap as the pruned one.
+_PRUNE_FROM = 4096
+# Slack on the pruning bound, far above float32 rounding of the Gumbel transform (candidates are a superset).
+_PRUNE_SLACK = 1e-3
+
+
+def gumbel_argmax(values: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """``argmax(values + G(noise))`` per row, ``G(u) = −log(−log u)``: the Gumbel-max draw, ``[B, 1]``.
+
+    Over a 262k vocabulary, transforming every entry's noise costs more than the rest of a sampling step. ``G``
+    increases with ``u``, so no entry gains more than ``G(max u)``: an entry whose value is that much below the
+    total its row's top-value entry reaches cannot win, and ``G`` is evaluated only on the few hundred entries
+    that can. The result is the full draw's, token for token (ties go to the first index, as ``argmax``'s do).
+    """
+    if values.shape[-1] < _PRUNE_FROM:
+        return torch.argmax(values + _gumbel(noise), dim=-1, keepdim=True)
+    n_rows, vocab = values.shape
+    reach = _gumbel(noise.amax(dim=-1, keepdim=True))
+    top = values.argmax(dim=-1, keepdim=True)
+    floor = values.gather(-1, top) + _gumbel(noise.gather(-1, top))  # a total the row reaches
+    rows, cols = torch.nonzero(values >= floor - reach - _PRUNE_SLACK, as_tuple=True)  # row-major order
+    totals = values[rows, cols] + _gumbel(noise[rows, cols])
+    best = totals.new_full((n_rows,), float("-inf")).scatter_reduce(0, rows, totals, "amax")
+    wins = totals == best[rows]
+    first = cols.new_full((n_rows,), vocab).scatter_reduce(0, rows[wins], cols[wins], "amin")
+    return first.unsqueeze(-1)
 
 
 def _plain_runner(tm: TargetModel) -> BatchRunner:
