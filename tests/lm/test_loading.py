@@ -183,6 +183,24 @@ def test_conversion_round_trip_and_loading(tiny_dir):
     )
 
 
+def test_the_lm_head_gets_the_kept_positions_as_one_contiguous_block(tiny_dir):
+    _, out = tiny_dir
+    loaded = load_target_model(ModelSpec(source="local", name_or_path=str(out)))
+    seen = []
+    handle = loaded.model.get_output_embeddings().register_forward_hook(
+        lambda _m, args, _out: seen.append(args[0].is_contiguous())
+    )
+    ids = torch.tensor([[2, 4, 10, 11], [2, 12, 13, 14]])
+    try:
+        with torch.no_grad():
+            last = loaded.model(input_ids=ids, logits_to_keep=1).logits  # what generate asks at prefill
+            every = loaded.model(input_ids=ids).logits
+    finally:
+        handle.remove()
+    assert seen == [True, True]  # the [:, -1:, :] view reached the head copied into one block
+    torch.testing.assert_close(last[:, 0], every[:, -1], atol=1e-5, rtol=0)
+
+
 def test_conversion_keeps_existing_and_cleans_stale_partials(tiny_dir, tmp_path):
     tm, _ = tiny_dir
     out = tmp_path / "m"

@@ -508,6 +508,17 @@ def _model_name(spec: ModelSpec) -> str:
     return spec.name_or_path
 
 
+def _contiguous_head_input(_module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook of the LM head: its input as one contiguous block.
+
+    The causal-LM forward heads only the kept positions (``hidden[:, -1:, :]`` when generating), a strided view;
+    ``F.linear`` cannot fold that into one matrix product and runs a batched product against the weight expanded per
+    row instead: 1.9 s instead of 0.36 s for 48 rows of Gemma-3's 262k-token head on 2 CPU cores, at every prompt
+    prefill.
+    """
+    return (args[0].contiguous(), *args[1:])
+
+
 def load_target_model(spec: ModelSpec) -> TargetModel:
     """Load (once per process and spec) the target model in eval mode with frozen weights.
 
@@ -536,6 +547,7 @@ def load_target_model(spec: ModelSpec) -> TargetModel:
         model.to(device)
         model.eval()
         model.requires_grad_(False)
+        model.get_output_embeddings().register_forward_pre_hook(_contiguous_head_input)
         ensure_chat_template(tokenizer)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
