@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from axbench_kedro.lm.activations import encode
+from axbench_kedro.lm.activations import decoder_module, encode
 from axbench_kedro.lm.chat import stop_token_ids
 from axbench_kedro.lm.types import Generation, TargetModel
 
@@ -160,10 +160,10 @@ def _shared_prefix_inputs(
     """``generate`` inputs that run the batch's shared prefix once instead of once per row, or ``None``.
 
     Datagen and rating prompts repeat one few-shot template in every row, so most of a batch's prefill is the same
-    tokens B times. The prefix is run once (batch 1, last-position logits only), its KV cache repeated B times, and
-    each row continues as ``prefix, padding, own tokens`` with the padding masked: every token sees the same
-    positions (from the attention mask) and the same unmasked keys as under left padding, so the generations are the
-    same up to float rounding (greedy texts identical on the embedded model's datagen prompts). Skipped (``None``)
+    tokens B times. The prefix is run once (batch 1, the decoder stack without the LM head), its KV cache repeated B
+    times, and each row continues as ``prefix, padding, own tokens`` with the padding masked: every token sees the
+    same positions (from the attention mask) and the same unmasked keys as under left padding, so the generations are
+    the same up to float rounding (greedy texts identical on the embedded model's datagen prompts). Skipped (``None``)
     for a single row, a prefix under :data:`MIN_SHARED_PREFIX` tokens, a run that could outgrow a sliding attention
     window (where a cache slot count differs from a position count) or a cache that cannot be repeated.
     """
@@ -177,9 +177,9 @@ def _shared_prefix_inputs(
         return None
     name = _cache_kwarg(tm.model)
     prefix = torch.tensor([rows[0][:n_prefix]], device=input_ids.device)
-    with torch.no_grad():
-        out = tm.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
-    cache = out.cache if name == "cache" else out.past_key_values
+    with torch.no_grad():  # the decoder stack only: the prefix's next-token logits are never used
+        out = decoder_module(tm.model)(input_ids=prefix, use_cache=True)
+    cache = getattr(out, name)  # the output field bears the forward argument's name
     if not hasattr(cache, "batch_repeat_interleave"):
         return None
     cache.batch_repeat_interleave(len(rows))
