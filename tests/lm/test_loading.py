@@ -37,15 +37,19 @@ def tiny_dir(tmp_path_factory):
     return tm, out
 
 
-def _gguf(path: Path, arch: str = "gemma3", blocks: int = 6, width: int = 64) -> Path:
-    writer = GGUFWriter(str(path), arch)
-    writer.add_block_count(blocks)
-    writer.add_embedding_length(width)
+def _written(writer: GGUFWriter, path: Path) -> Path:
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def _gguf(path: Path, arch: str = "gemma3", blocks: int = 6, width: int = 64) -> Path:
+    writer = GGUFWriter(str(path), arch)
+    writer.add_block_count(blocks)
+    writer.add_embedding_length(width)
+    return _written(writer, path)
 
 
 def test_validate_layer():
@@ -291,10 +295,7 @@ def test_gguf_metadata_reads_the_header_only_as_far_as_needed(tmp_path):
     writer.add_block_count(5)
     writer.add_embedding_length(48)
     writer.add_string("test.last", "end")
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    _written(writer, path)
 
     every = loading.gguf_metadata(path, lambda found: {"test.last"})
     reader = GGUFReader(str(path))
@@ -318,10 +319,7 @@ def test_gguf_metadata_errors_name_the_file(tmp_path):
     bare = tmp_path / "bare.gguf"
     writer = GGUFWriter(str(bare), "gemma3")
     writer.add_embedding_length(48)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    _written(writer, bare)
     with pytest.raises(AxbenchConfigError, match=r"bare\.gguf: GGUF metadata lacks gemma3\.block_count$"):
         loading._dims_from_gguf(bare)
     cut = tmp_path / "cut.gguf"
